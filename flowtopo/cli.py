@@ -1,0 +1,111 @@
+"""The ``flowtopo`` command line: a thin Typer layer over the library.
+
+Heavy libraries (torch, Ray, MLflow) are imported inside the commands, so ``--help`` stays fast.
+User errors (`InputError`) print as one line and exit with code 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from flowtopo.errors import InputError
+
+console = Console()
+err_console = Console(stderr=True)
+
+app = typer.Typer(help=__doc__.splitlines()[0], no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+data_app = typer.Typer(help="Datasets: list them, show one.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+def parse_options(pairs: list[str] | None) -> dict[str, object]:
+    """Parse ``KEY=VALUE`` pairs; values are read as YAML scalars/lists (safe_load)."""
+    import yaml
+
+    out: dict[str, object] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise InputError(f"option {pair!r} is not KEY=VALUE")
+        try:
+            out[key] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise InputError(f"option {key}: cannot read value {value!r}") from None
+    return out
+
+
+OptionList = Annotated[
+    list[str] | None, typer.Option("--option", "-o", help="Loader option KEY=VALUE (repeatable).")
+]
+
+
+@data_app.command("list")
+def data_list() -> None:
+    """List the registered datasets."""
+    from flowtopo.data import DATASETS
+
+    table = Table("name", "description")
+    for name, fn in DATASETS.items():
+        summary = (fn.__doc__ or "").strip().split(" Returns")[0].splitlines()[0]
+        table.add_row(name, summary)
+    table.add_row("PATH.npy|.npz|.csv", "User data from a file (npz: arrays x, optional y).")
+    console.print(table)
+
+
+@data_app.command("show")
+def data_show(
+    name: Annotated[str, typer.Argument(help="Registered name or file path.")],
+    option: OptionList = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG picture here.")] = None,
+) -> None:
+    """Show a dataset's shape, labels and ground truth; optionally write a picture."""
+    from flowtopo.data import load_dataset
+
+    ds = load_dataset(name, **parse_options(option))
+    table = Table("field", "value", title=f"dataset {ds.name}")
+    table.add_row("train", str(ds.x_train.shape))
+    table.add_row("test", str(ds.x_test.shape))
+    n_classes = "none" if ds.y_train is None else f"{len(set(ds.y_train.tolist()))} classes"
+    table.add_row("labels", n_classes)
+    table.add_row("exact density", "yes" if ds.raw_log_density else "no")
+    if ds.raw_log_density is not None:
+        table.add_row("exact test NLL", f"{ds.true_nll_per_dim():.4f} nats/dim")
+    if ds.tree is not None:
+        masses = [f"{ds.tree.nodes[n]['mass']:.2f}" for n in ds.tree if ds.tree.out_degree(n) == 0]
+        n_nodes = ds.tree.number_of_nodes()
+        table.add_row("ground-truth tree", f"{n_nodes} nodes, leaf masses {masses}")
+    console.print(table)
+    if plot is not None:
+        from flowtopo.data.plot import plot_dataset
+
+        console.print(f"picture: {plot_dataset(ds, plot)}")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except InputError as err:
+        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+
+
+def _json_default(o: object) -> object:
+    return str(o)
+
+
+def print_json(obj: object) -> None:
+    """Print ``obj`` as JSON on stdout (plain, for scripts)."""
+    sys.stdout.write(json.dumps(obj, indent=2, default=_json_default) + "\n")
+
+
+if __name__ == "__main__":
+    main()

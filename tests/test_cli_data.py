@@ -1,0 +1,51 @@
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from flowtopo.cli import app
+
+runner = CliRunner()
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "flowtopo.cli", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_data_list_shows_every_dataset():
+    from flowtopo.data import DATASETS
+
+    res = runner.invoke(app, ["data", "list"], terminal_width=200)
+    assert res.exit_code == 0
+    for name in DATASETS:
+        assert name in res.output
+
+
+def test_data_show_writes_a_png(tmp_path):
+    out = tmp_path / "pic.png"
+    res = runner.invoke(app, ["data", "show", "hierarchical", "-o", "n=600", "--plot", str(out)],
+                        terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "exact test NLL" in res.output
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and out.stat().st_size > 5000
+
+
+def test_user_error_is_one_line_exit_2():
+    res = run_cli("data", "show", "no-such-dataset")
+    assert res.returncode == 2
+    assert "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and "unknown dataset" in res.stderr
+
+
+def test_bad_option_value_is_exit_2(tmp_path):
+    res = run_cli("data", "show", "hierarchical", "-o", "k=9")
+    assert res.returncode == 2 and "k" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_help_imports_neither_torch_nor_ray():
+    code = ("import sys; from flowtopo.cli import app; from typer.testing import CliRunner; "
+            "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0; "
+            "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"
