@@ -24,6 +24,8 @@ app = typer.Typer(help=__doc__.splitlines()[0], no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Datasets: list them, show one.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+priors_app = typer.Typer(help="Prior families: list them, draw one.", no_args_is_help=True)
+app.add_typer(priors_app, name="priors")
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, object]:
@@ -87,6 +89,34 @@ def data_show(
         from flowtopo.data.plot import plot_dataset
 
         console.print(f"picture: {plot_dataset(ds, plot)}")
+
+
+@priors_app.command("list")
+def priors_list() -> None:
+    """List the prior families and the latent dims they allow."""
+    from flowtopo.priors import PRIORS
+
+    table = Table("family", "k", "description")
+    for name, cls in PRIORS.items():
+        ks = f">= {cls.min_k}" if cls.max_k is None else f"{cls.min_k}..{cls.max_k}"
+        table.add_row(name, ks, (cls.__doc__ or "").strip().splitlines()[0])
+    console.print(table)
+
+
+@priors_app.command("plot")
+def priors_plot(
+    family: Annotated[str, typer.Argument(help="Prior family name.")],
+    out: Annotated[Path, typer.Option(help="PNG file to write.")],
+    k: Annotated[int, typer.Option(help="Latent dimension.")] = 2,
+    param: Annotated[list[str] | None, typer.Option("--param", "-p",
+                                                    help="Family parameter KEY=VALUE.")] = None,
+) -> None:
+    """Draw a prior's density contours and samples."""
+    from flowtopo.priors import build_prior
+    from flowtopo.priors.plot import plot_prior
+
+    prior = build_prior({"name": family, "k": k, "params": parse_options(param)})
+    console.print(f"picture: {plot_prior(prior, out)}")
 
 
 def main() -> None:

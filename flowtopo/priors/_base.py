@@ -1,0 +1,134 @@
+"""The prior interface: an ``nn.Module`` holding parameters whose ``forward()`` is a distribution.
+
+Following zuko, users write ``prior().log_prob(z)`` and ``prior().sample((n,))``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol
+
+import networkx as nx
+import torch
+from torch import nn
+from torch.distributions import Distribution
+
+from flowtopo.errors import InputError
+
+
+class Trial(Protocol):
+    """The part of ``optuna.Trial`` a search space uses (duck-typed: no optuna import here)."""
+
+    def suggest_float(self, name: str, low: float, high: float, *, log: bool = False) -> float:
+        """Suggest a float in [low, high]."""
+
+    def suggest_int(self, name: str, low: int, high: int) -> int:
+        """Suggest an int in [low, high]."""
+
+    def suggest_categorical(self, name: str, choices: list[Any]) -> Any:
+        """Suggest one of ``choices``."""
+
+
+class Prior(nn.Module):
+    """Base class of prior families over a latent of dimension ``k``.
+
+    Subclasses set ``name``, ``min_k``, implement `forward` and `suggest`, and call
+    ``super().__init__(k, **params)`` with their hyper-parameters so `to_dict` can rebuild them.
+    Learned values live in the ``state_dict``; the hyper-parameters in `to_dict`.
+    """
+
+    name: ClassVar[str] = ""
+    min_k: ClassVar[int] = 1
+    max_k: ClassVar[int | None] = None
+
+    def __init__(self, k: int, **params: Any) -> None:
+        super().__init__()
+        if not isinstance(k, int) or k < self.min_k or (self.max_k is not None and k > self.max_k):
+            hi = "" if self.max_k is None else f" and <= {self.max_k}"
+            raise InputError(f"prior {self.name!r}: latent dim k must be >= {self.min_k}{hi}, "
+                             f"got {k}")
+        self.k = k
+        self.params = dict(params)
+
+    def forward(self) -> Distribution:
+        """The distribution over R^k, with ``event_shape == (k,)``."""
+        raise NotImplementedError
+
+    def log_prob(self, z: torch.Tensor) -> torch.Tensor:
+        """Shortcut for ``self().log_prob(z)``: (..., k) -> (...)."""
+        return self().log_prob(z)
+
+    @classmethod
+    def suggest(cls, trial: Trial, k: int, narrow: dict[str, Any]) -> dict[str, Any]:
+        """Define-by-run search space: suggest this family's hyper-parameters on ``trial``.
+
+        Called once per trial after the family itself was chosen. Parameter names are prefixed
+        with the family name; ``narrow`` maps a parameter to ``[low, high]``, a list of choices
+        (for categorical ones) or a fixed value, as written in a sweep YAML.
+        """
+        raise NotImplementedError
+
+    def true_tree(self) -> nx.DiGraph | None:
+        """Ground-truth density tree when known analytically, else None.
+
+        Nodes carry ``mass`` and ``center`` (k,); node 0 is the root.
+        """
+        return None
+
+    def modes(self) -> torch.Tensor | None:
+        """(m, k) locations of the density's modes when known analytically, else None."""
+        return None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{name, k, params}``: the hyper-parameters that rebuild this prior (not its weights)."""
+        return {"name": self.name, "k": self.k, "params": dict(self.params)}
+
+    def extra_repr(self) -> str:
+        """Shown by ``repr``."""
+        return f"k={self.k}, " + ", ".join(f"{a}={v!r}" for a, v in self.params.items())
+
+
+def single_node_tree(center: torch.Tensor) -> nx.DiGraph:
+    """A one-node tree (a single cluster of mass 1)."""
+    t = nx.DiGraph()
+    t.add_node(0, mass=1.0, center=center.detach().cpu().numpy())
+    return t
+
+
+def positive(value: float, what: str, family: str) -> float:
+    """Return ``value`` or raise an `InputError` when it is not > 0."""
+    if not (isinstance(value, int | float) and value > 0):
+        raise InputError(f"prior {family!r}: {what} must be > 0, got {value!r}")
+    return float(value)
+
+
+def suggest_float(trial: Trial, name: str, low: float, high: float, narrow: dict[str, Any],
+                  key: str, *, log: bool = False) -> float:
+    """Suggest ``name`` in [low, high], narrowed by ``narrow[key]`` (a [lo, hi] pair or a value)."""
+    spec = narrow.get(key)
+    if spec is None:
+        return trial.suggest_float(name, low, high, log=log)
+    if isinstance(spec, list | tuple):
+        return trial.suggest_float(name, float(spec[0]), float(spec[1]), log=log)
+    return float(spec)
+
+
+def suggest_int(trial: Trial, name: str, low: int, high: int, narrow: dict[str, Any],
+                key: str) -> int:
+    """Suggest an int ``name`` in [low, high], narrowed like `suggest_float`."""
+    spec = narrow.get(key)
+    if spec is None:
+        return trial.suggest_int(name, low, high)
+    if isinstance(spec, list | tuple):
+        return trial.suggest_int(name, int(spec[0]), int(spec[1]))
+    return int(spec)
+
+
+def suggest_choice(trial: Trial, name: str, choices: list[Any], narrow: dict[str, Any],
+                   key: str) -> Any:
+    """Suggest one of ``choices`` (or of ``narrow[key]`` when that is a list)."""
+    spec = narrow.get(key)
+    if spec is None:
+        return trial.suggest_categorical(name, choices)
+    if isinstance(spec, list):
+        return trial.suggest_categorical(name, spec)
+    return spec
