@@ -119,6 +119,43 @@ def priors_plot(
     console.print(f"picture: {plot_prior(prior, out)}")
 
 
+@app.command("train")
+def train_cmd(
+    config: Annotated[Path, typer.Argument(help="Training YAML (see docs/sweep-yaml.md).")],
+    out: Annotated[Path | None, typer.Option(help="Checkpoint directory (overrides YAML).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
+) -> None:
+    """Train one flow auto-encoder without Ray; write its checkpoint directory."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from flowtopo.jobs import run_train_spec
+    from flowtopo.specs import TrainSpec, load_spec
+
+    spec = load_spec(config, TrainSpec)
+    if out is not None:
+        spec.out = str(out)
+    if epochs is not None:
+        spec.train.epochs = epochs
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[m]}"),
+                  TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task("training", total=spec.train.epochs, m="")
+
+        def show(epoch: int, m: dict[str, float]) -> None:
+            bar.update(task, completed=epoch, m=f"nll {m['val_nll']:.3f}  adv "
+                       f"{m['val_adv_loss']:.3f}  c2st {m['val_c2st']:.2f}  recon "
+                       f"{m['val_recon']:.3f}")
+
+        job = run_train_spec(spec, on_epoch=show)
+    table = Table("metric", "value", title=f"best epoch {job.result.best_epoch}")
+    for key, v in job.result.test.items():
+        table.add_row(key, f"{v:.4f}")
+    console.print(table)
+    if job.dataset.raw_log_density is not None:
+        console.print(f"exact test NLL of the data: {job.dataset.true_nll_per_dim():.4f} nats/dim")
+    console.print(f"checkpoint: {job.checkpoint}" + (f"  mlflow run: {job.run_id}"
+                                                     if job.run_id else ""))
+
+
 def main() -> None:
     """Console-script entry point."""
     try:

@@ -49,7 +49,8 @@ def log_mass_by_importance(prior, k: int, n: int = 100000) -> tuple[float, float
         mu, sd = centers.mean(0), centers.std(0) * 2 + 0.5
         h = 0.3 * centers.std(0).mean()
         half = n // 2
-        xa = centers[torch.randint(0, 1000, (half,))] + h * torch.randn(half, k, dtype=centers.dtype)
+        noise = h * torch.randn(half, k, dtype=centers.dtype)
+        xa = centers[torch.randint(0, 1000, (half,))] + noise
         xb = mu + sd * torch.randn(n - half, k, dtype=centers.dtype)
         x = torch.cat([xa, xb])
         d2 = torch.cdist(x, centers) ** 2

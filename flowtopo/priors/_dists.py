@@ -50,7 +50,7 @@ class SmoothedBox(_Base):
         per_dim = u + gap - F.softplus(u) - F.softplus(v) - torch.log(2 * self.a)
         return per_dim.sum(-1)
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         """Reparameterised samples, (*sample_shape, k)."""
         shape = (*sample_shape, self.k)
         dt = self.a.dtype
@@ -84,7 +84,7 @@ class Shell(_Base):
                 math.log(self.w) + 0.5 * _LOG_2PI)
         return out
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         """Exact samples (radius by inverse CDF on a fine grid), (*sample_shape, k)."""
         n = _n(sample_shape)
         rho = sample_radius(self.m, self.r, self.w, n, dtype=self.dtype)
@@ -123,7 +123,7 @@ class Torus(_Base):
                 math.log(self.w) + 0.5 * _LOG_2PI)
         return out
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         """Exact samples, (*sample_shape, k)."""
         n = _n(sample_shape)
         rho = sample_radius(2, self.r, self.w, n, dtype=torch.float64)
@@ -156,7 +156,7 @@ class Superposition(_Base):
         parts = torch.stack([m.log_prob(value) for m in self.members], -1)
         return torch.logsumexp(parts + logw, -1)
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = torch.Size()) -> torch.Tensor:
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         """Exact samples: a member by weight, then a sample of it. (*sample_shape, k)."""
         n = _n(sample_shape)
         with torch.no_grad():

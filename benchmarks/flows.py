@@ -1,0 +1,167 @@
+"""Training-step cost of the flows, measured side by side in one run.
+
+1. Coupling FlowAE vs a plain MLP auto-encoder with about the same parameter count
+   (target: <= 1.5x per step).
+2. Divergence-free continuous flow (no trace term: log|det| = 0) vs an FFJORD-style CNF that
+   needs a Hutchinson trace estimate of div f, same data, same solver and tolerance
+   (target: >= 3x faster per step). NFE of both are printed.
+
+Run: ``python -m benchmarks.flows [--batch 256] [--dim 8] [--repeats 20]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import nn
+from torchdiffeq import odeint
+
+from benchmarks._util import header, time_it
+from flowtopo.model import FlowAE
+
+
+def n_params(m: nn.Module) -> int:
+    return sum(p.numel() for p in m.parameters() if p.requires_grad)
+
+
+class MLPAutoEncoder(nn.Module):
+    """A plain MLP auto-encoder D -> k -> D with ``hidden`` units."""
+
+    def __init__(self, dim: int, k: int, hidden: int) -> None:
+        super().__init__()
+        self.enc = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden),
+                                 nn.Tanh(), nn.Linear(hidden, k))
+        self.dec = nn.Sequential(nn.Linear(k, hidden), nn.Tanh(), nn.Linear(hidden, hidden),
+                                 nn.Tanh(), nn.Linear(hidden, dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dec(self.enc(x))
+
+
+class FFJORDField(nn.Module):
+    """FFJORD dynamics: an unconstrained MLP field and a Hutchinson estimate of its divergence."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim + 1, hidden), nn.Tanh(), nn.Linear(hidden, hidden),
+                                 nn.Tanh(), nn.Linear(hidden, dim))
+        self.e: torch.Tensor | None = None
+        self.nfe = 0
+
+    def forward(self, t: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor]
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        self.nfe += 1
+        x, _ = state
+        with torch.enable_grad():
+            x = x if x.requires_grad else x.requires_grad_(True)
+            f = self.net(torch.cat([x, t.expand(x.shape[0], 1)], 1))
+            (vjp,) = torch.autograd.grad(f, x, self.e, create_graph=True)
+        return f, -(vjp * self.e).sum(1)
+
+
+def coupling_rows(d: int, k: int, batches: list[int], repeats: int) -> None:
+    flowae = FlowAE.from_config({"dim": d, "k": k, "noise_std": 0.5, "prior": {"name": "gmm"},
+                                 "flow": {"name": "coupling", "params": {"layers": 4,
+                                                                        "hidden": 64}}})
+    target = n_params(flowae)
+    h_same = next(h for h in range(8, 4096) if n_params(MLPAutoEncoder(d, k, h)) >= target)
+    h_flops = next(h for h in range(8, 4096) if n_params(MLPAutoEncoder(d, k, h)) >= 2 * target)
+    print(f"\n## coupling FlowAE (4 blocks, hidden 64) vs MLP auto-encoders (D={d}, k={k})")
+    print(f"params: FlowAE {target}; MLP AE same params {n_params(MLPAutoEncoder(d, k, h_same))}"
+          f" (hidden {h_same}); MLP AE same FLOPs/sample {n_params(MLPAutoEncoder(d, k, h_flops))}"
+          f" (hidden {h_flops}: the FlowAE uses each weight twice, in encode and decode)")
+    print("| batch | FlowAE ms | MLP same-params ms | ratio (target <= 1.5x) | "
+          "MLP same-FLOPs ms | ratio |")
+    print("|---|---|---|---|---|---|")
+    for b in batches:
+        x = torch.randn(b, d)
+        opt_f = torch.optim.Adam(flowae.parameters(), 1e-3)
+
+        def step_flowae(x: torch.Tensor = x, opt: torch.optim.Optimizer = opt_f) -> None:
+            z, n = flowae.encode(x)  # as in flowtopo.train: encode once, decode, likelihood
+            nll = -(flowae.prior().log_prob(z) + flowae.noise_log_prob(n)).mean()
+            loss = (flowae.decode(z) - x).pow(2).mean() + nll
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        times = [time_it(step_flowae, repeats)]
+        for h in (h_same, h_flops):
+            ae = MLPAutoEncoder(d, k, h)
+            opt_m = torch.optim.Adam(ae.parameters(), 1e-3)
+
+            def step_mlp(x: torch.Tensor = x, ae: nn.Module = ae,
+                         opt: torch.optim.Optimizer = opt_m) -> None:
+                loss = (ae(x) - x).pow(2).mean()
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+
+            times.append(time_it(step_mlp, repeats))
+        tf, ts, tl = times
+        print(f"| {b} | {tf * 1e3:.2f} | {ts * 1e3:.2f} | {tf / ts:.2f}x "
+              f"{'PASS' if tf / ts <= 1.5 else 'FAIL'} | {tl * 1e3:.2f} | {tf / tl:.2f}x |")
+
+
+def ode_rows(d: int, k: int, batches: list[int], repeats: int, tol: float) -> None:
+    print(f"\n## divergence-free ODE flow vs FFJORD-style CNF (dopri5, rtol=atol={tol}, D={d})")
+    base = torch.distributions.Normal(0.0, 1.0)
+    print("| batch | ours ms (NFE) | FFJORD ms (NFE) | speed-up (target >= 3x) |")
+    print("|---|---|---|---|")
+    for b in batches:
+        torch.manual_seed(0)
+        x = torch.randn(b, d)
+        cont = FlowAE.from_config({"dim": d, "k": k, "noise_std": 0.5, "prior": {"name": "gmm"},
+                                   "flow": {"name": "continuous", "params": {
+                                       "hidden": 8, "rtol": tol, "atol": tol}}})
+        ffj = FFJORDField(d, 64)
+        for m in (cont, ffj):  # the same kind of non-trivial start for both
+            with torch.no_grad():
+                for p in m.parameters():
+                    p.add_(0.1 * torch.randn_like(p))
+        opt_c = torch.optim.Adam(cont.parameters(), 1e-3)
+        opt_j = torch.optim.Adam(ffj.parameters(), 1e-3)
+        nfe: dict[str, int] = {"ours": 0, "ffjord": 0}
+
+        def step_cont(x: torch.Tensor = x, cont: FlowAE = cont,
+                      opt: torch.optim.Optimizer = opt_c, nfe: dict[str, int] = nfe) -> None:
+            loss = -cont.log_prob(x).mean()
+            nfe["ours"] = cont.flow.nfe
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        def step_ffjord(x: torch.Tensor = x, ffj: FFJORDField = ffj,
+                        opt: torch.optim.Optimizer = opt_j, nfe: dict[str, int] = nfe) -> None:
+            ffj.e, ffj.nfe = torch.randn_like(x), 0
+            t = torch.tensor([0.0, 1.0])
+            z, dlogp = odeint(ffj, (x, torch.zeros(len(x))), t, rtol=tol, atol=tol,
+                              method="dopri5")
+            nfe["ffjord"] = ffj.nfe
+            loss = -(base.log_prob(z[-1]).sum(1) - dlogp[-1]).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        tc, tj = time_it(step_cont, repeats, 2), time_it(step_ffjord, repeats, 2)
+        print(f"| {b} | {tc * 1e3:.1f} ({nfe['ours']}) | {tj * 1e3:.1f} ({nfe['ffjord']}) | "
+              f"{tj / tc:.2f}x {'PASS' if tj / tc >= 3 else 'FAIL'} |")
+    print(f"params: ours {n_params(cont.flow)}, FFJORD {n_params(ffj)}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--batches", type=int, nargs="+", default=[256, 1024, 4096])
+    ap.add_argument("--dim", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=15)
+    ap.add_argument("--tol", type=float, default=1e-5)
+    args = ap.parse_args()
+    header("flows: training step time, measured side by side")
+    torch.manual_seed(0)
+    coupling_rows(args.dim, 2, args.batches, args.repeats)
+    ode_rows(args.dim, 2, args.batches, max(3, args.repeats // 3), args.tol)
+
+
+if __name__ == "__main__":
+    main()

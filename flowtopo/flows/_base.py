@@ -1,0 +1,84 @@
+"""The flow interface: an invertible map of R^D with log|det J| = 0 everywhere."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from flowtopo.errors import InputError
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    "tanh": nn.Tanh,
+    "softplus": nn.Softplus,
+    "gelu": nn.GELU,
+    "silu": nn.SiLU,
+    "relu": nn.ReLU,
+}
+
+
+def activation(name: str) -> nn.Module:
+    """An activation module by name; `InputError` listing the valid ones otherwise."""
+    if name not in ACTIVATIONS:
+        raise InputError(f"unknown activation {name!r}; valid: {', '.join(ACTIVATIONS)}")
+    return ACTIVATIONS[name]()
+
+
+def mlp(d_in: int, d_out: int, hidden: int, depth: int, act: str, *,
+        last_bias: bool = True) -> nn.Sequential:
+    """An MLP with ``depth`` hidden layers whose LAST layer is zero-initialised.
+
+    A flow built from such blocks starts as the identity (or a pure rotation/permutation).
+    ``last_bias=False`` drops the output bias (for potentials, where a constant is dead weight).
+    """
+    layers: list[nn.Module] = []
+    d = d_in
+    for _ in range(depth):
+        layers += [nn.Linear(d, hidden), activation(act)]
+        d = hidden
+    last = nn.Linear(d, d_out, bias=last_bias)
+    nn.init.zeros_(last.weight)
+    if last.bias is not None:
+        nn.init.zeros_(last.bias)
+    return nn.Sequential(*layers, last)
+
+
+class VolumePreservingFlow(nn.Module):
+    """Base class: ``forward(x) -> y`` and ``inverse(y) -> x`` on (n, D), with |det J| = 1.
+
+    Subclasses set ``name``, call ``super().__init__(dim, **params)`` with their
+    hyper-parameters (so `to_dict` rebuilds them) and implement `forward` and `inverse`.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, dim: int, **params: Any) -> None:
+        super().__init__()
+        if not isinstance(dim, int) or dim < 2:
+            raise InputError(f"flow {self.name!r}: needs data dimension D >= 2 (a volume-"
+                             f"preserving map of R^1 is only a shift), got {dim}")
+        self.dim = dim
+        self.params = dict(params)
+
+    @property
+    def nfe(self) -> int:
+        """Function evaluations of the last call (0 for discrete flows)."""
+        return 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Map data ``x`` (n, D) to ``y`` (n, D)."""
+        raise NotImplementedError
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """Exact (or solver-accurate, for ODEs) inverse of `forward`."""
+        raise NotImplementedError
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{name, params}`` rebuilding this flow for a given D (weights live in state_dict)."""
+        return {"name": self.name, "params": dict(self.params)}
+
+    def extra_repr(self) -> str:
+        """Shown by ``repr``."""
+        return f"{self.name}: dim={self.dim}, " + ", ".join(
+            f"{a}={v!r}" for a, v in self.params.items())

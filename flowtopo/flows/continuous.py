@@ -1,0 +1,187 @@
+"""Continuous volume-preserving flow: an ODE ``dx/dt = v(t, x)`` with ``div v = 0``.
+
+By Liouville's theorem a divergence-free field preserves volume, so log|det J| = 0 for the exact
+flow map. Two constructions, both exactly divergence free:
+
+- ``masked``: component ``v_i`` does not depend on ``x_i`` (a block-masked MLP), so every
+  ``∂v_i/∂x_i = 0``. No autograd inside the field: cheap.
+- ``gradient``: ``v = M ∇φ(t, x)`` with ``M = S - Sᵀ`` antisymmetric and ``φ`` a scalar MLP, so
+  ``div v = tr(M ∇²φ) = 0`` (antisymmetric times symmetric). A Hamiltonian field ``J∇H`` is the
+  special case ``M = J``.
+
+Adaptive Runge-Kutta solvers (dopri5, ...) follow the exact flow only up to their tolerance, so
+the computed map preserves volume only up to that tolerance (measured in the tests and in
+docs/method.md). Fixed-step solvers need ``step_size``. Counting: `nfe` is the number of field
+evaluations of the last forward/inverse call.
+References: Chen et al., "Neural Ordinary Differential Equations", NeurIPS 2018 (torchdiffeq).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flowtopo.errors import InputError
+from flowtopo.flows._base import VolumePreservingFlow, activation, mlp
+
+ADAPTIVE = ("dopri5", "dopri8", "bosh3", "fehlberg2", "adaptive_heun")
+FIXED = ("euler", "midpoint", "heun3", "rk4", "explicit_adams", "implicit_adams")
+
+
+class MaskedField(nn.Module):
+    """``v_i(t, x)`` computed from ``(t, x_{-i})`` only: a block-masked MLP with D groups.
+
+    Group i of ``hidden`` units sees every input but ``x_i``; output i reads group i only.
+    The masked weights are formed once per solve (`prepare`), not at every evaluation.
+    """
+
+    def __init__(self, dim: int, hidden: int, depth: int, act: str) -> None:
+        super().__init__()
+        d, h = dim, hidden
+        group = torch.arange(d * h) // h  # group of each hidden unit
+        m_in = torch.ones(d * h, d)
+        m_in[torch.arange(d * h), group] = 0.0  # unit in group i ignores x_i
+        self.register_buffer("m_in", m_in)
+        self.register_buffer("m_hid", (group[:, None] == group[None, :]).float())
+        self.register_buffer("m_out", (torch.arange(d)[:, None] == group[None, :]).float())
+        self.inp = nn.Linear(d, d * h)
+        self.time = nn.Parameter(torch.zeros(d * h))
+        self.hid = nn.ModuleList([nn.Linear(d * h, d * h) for _ in range(max(depth - 1, 0))])
+        self.out = nn.Linear(d * h, d)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.act = activation(act)
+        self._w: list[torch.Tensor] | None = None
+
+    def prepare(self) -> None:
+        """Form the masked weights for the coming solve (kept in the autograd graph)."""
+        self._w = [self.inp.weight * self.m_in, *(lay.weight * self.m_hid for lay in self.hid),
+                   self.out.weight * self.m_out]
+
+    def release(self) -> None:
+        """Drop the per-solve weights."""
+        self._w = None
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``v(t, x)``: (n, D) -> (n, D)."""
+        w = self._w
+        if w is None:  # called outside a solve
+            self.prepare()
+            w, self._w = self._w, None
+        h = self.act(F.linear(x, w[0], self.inp.bias + t.to(x) * self.time))
+        for wi, layer in zip(w[1:-1], self.hid, strict=True):
+            h = self.act(F.linear(h, wi, layer.bias))
+        return F.linear(h, w[-1], self.out.bias)
+
+
+class GradientField(nn.Module):
+    """``v = M ∇φ(t, x)`` with ``M`` antisymmetric (learned) and ``φ`` a scalar MLP."""
+
+    def __init__(self, dim: int, hidden: int, depth: int, act: str) -> None:
+        super().__init__()
+        self.phi = mlp(dim + 1, 1, hidden, depth, act, last_bias=False)
+        self.s = nn.Parameter(0.5 * torch.randn(dim, dim) / dim**0.5)
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``v(t, x)``: (n, D) -> (n, D)."""
+        create = torch.is_grad_enabled()
+        with torch.enable_grad():
+            xg = x if x.requires_grad else x.detach().requires_grad_(True)
+            tx = torch.cat([xg, t.expand(x.shape[0], 1).to(x)], 1)
+            (g,) = torch.autograd.grad(self.phi(tx).sum(), xg, create_graph=create)
+        return g @ (self.s - self.s.T).T
+
+
+FIELDS: dict[str, type[nn.Module]] = {"masked": MaskedField, "gradient": GradientField}
+
+
+class _Counted(nn.Module):
+    """Wraps a field and counts its evaluations."""
+
+    def __init__(self, field: nn.Module) -> None:
+        super().__init__()
+        self.field = field
+        self.nfe = 0
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        self.nfe += 1
+        return self.field(t, x)
+
+
+class ContinuousFlow(VolumePreservingFlow):
+    """The time-``time`` map of a divergence-free ODE, solved with torchdiffeq.
+
+    Args:
+        dim: data dimension D >= 2.
+        field: ``masked`` or ``gradient`` (see module docstring).
+        hidden: hidden width (per output group for ``masked``).
+        depth: hidden layers.
+        activation: smooth activations (tanh, softplus) keep adaptive solvers cheap.
+        method: a torchdiffeq solver name.
+        rtol: relative tolerance of adaptive solvers.
+        atol: absolute tolerance of adaptive solvers.
+        adjoint: use ``odeint_adjoint`` (saves memory, not time).
+        step_size: step of fixed-step solvers (required for them).
+        time: integration time.
+
+    """
+
+    name = "continuous"
+
+    def __init__(self, dim: int, *, field: str = "masked", hidden: int = 16, depth: int = 2,
+                 activation: str = "tanh", method: str = "dopri5", rtol: float = 1e-5,
+                 atol: float = 1e-6, adjoint: bool = False, step_size: float | None = None,
+                 time: float = 1.0) -> None:
+        super().__init__(dim, field=field, hidden=hidden, depth=depth, activation=activation,
+                         method=method, rtol=rtol, atol=atol, adjoint=adjoint,
+                         step_size=step_size, time=time)
+        if field not in FIELDS:
+            raise InputError(f"flow 'continuous': unknown field {field!r}; valid: "
+                             f"{', '.join(FIELDS)}")
+        if method not in ADAPTIVE + FIXED:
+            raise InputError(f"flow 'continuous': unknown method {method!r}; valid: "
+                             f"{', '.join(ADAPTIVE + FIXED)}")
+        if method in FIXED and not (step_size and step_size > 0):
+            raise InputError(f"flow 'continuous': fixed-step method {method!r} needs "
+                             f"step_size > 0")
+        if not (rtol > 0 and atol > 0 and time > 0):
+            raise InputError("flow 'continuous': rtol, atol and time must be > 0")
+        self.func = _Counted(FIELDS[field](dim, hidden, depth, activation))
+        self._nfe = 0
+
+    @property
+    def nfe(self) -> int:
+        """Field evaluations of the last forward/inverse solve."""
+        return self._nfe
+
+    def _solve(self, x: torch.Tensor, t0: float, t1: float) -> torch.Tensor:
+        from torchdiffeq import odeint, odeint_adjoint
+
+        p = self.params
+        t = torch.tensor([t0, t1], dtype=x.dtype, device=x.device)
+        opts = {"step_size": p["step_size"]} if p["method"] in FIXED else None
+        kw = {"rtol": p["rtol"], "atol": p["atol"], "method": p["method"], "options": opts}
+        self.func.nfe = 0
+        field = self.func.field
+        if p["adjoint"]:  # the adjoint re-evaluates the field from its parameters
+            out = odeint_adjoint(self.func, x, t, adjoint_params=tuple(self.func.parameters()),
+                                 **kw)
+        else:
+            if hasattr(field, "prepare"):
+                field.prepare()
+            try:
+                out = odeint(self.func, x, t, **kw)
+            finally:
+                if hasattr(field, "release"):
+                    field.release()
+        self._nfe = self.func.nfe
+        return out[-1]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Solve from t = 0 to ``time``: (n, D) -> (n, D)."""
+        return self._solve(x, 0.0, self.params["time"])
+
+    def inverse(self, y: torch.Tensor) -> torch.Tensor:
+        """Solve back from ``time`` to 0: (n, D) -> (n, D)."""
+        return self._solve(y, self.params["time"], 0.0)

@@ -1,0 +1,125 @@
+"""YAML specs read into pydantic models, with errors that name the key path and the line.
+
+YAML is always read with ``yaml.safe_load`` semantics (``SafeLoader``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from flowtopo.errors import InputError
+from flowtopo.train import TrainConfig
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class Named(BaseModel):
+    """A registry choice: ``{name, params}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class DatasetSpec(BaseModel):
+    """Which data: a registry name or a file path, and loader options."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="Registry name (flowtopo data list) or a .npy/.npz/.csv path.")
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
+class ModelSpec(BaseModel):
+    """One FlowAE: latent dim, noise std, flow and prior."""
+
+    model_config = ConfigDict(extra="forbid")
+    k: int = Field(2, ge=1, description="Latent dimension.")
+    noise_std: float = Field(0.5, gt=0)
+    flow: Named = Field(default_factory=lambda: Named(name="coupling"))
+    prior: Named = Field(default_factory=lambda: Named(name="gmm"))
+
+
+class MlflowSpec(BaseModel):
+    """Where runs are recorded."""
+
+    model_config = ConfigDict(extra="forbid")
+    experiment: str = "flowtopo"
+    tracking_uri: str | None = Field(None, description="Default: MLFLOW_TRACKING_URI, else a "
+                                     "sqlite file under ./flowtopo-runs.")
+
+
+class TrainSpec(BaseModel):
+    """``flowtopo train CONFIG.yaml``: one model, no Ray."""
+
+    model_config = ConfigDict(extra="forbid")
+    dataset: DatasetSpec
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    out: str = Field("flowtopo-runs/model", description="Checkpoint directory to write.")
+    mlflow: MlflowSpec | None = None
+
+
+def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
+    """1-based line of the YAML node at key path ``loc``, or of its deepest existing parent."""
+    node, line = root, None
+    for key in loc:
+        if node is None:
+            break
+        line = node.start_mark.line + 1
+        if isinstance(node, yaml.MappingNode):
+            node = next((v for k, v in node.value if k.value == key), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(key, int) and key < len(
+                node.value):
+            node = node.value[key]
+        else:
+            node = None
+    return node.start_mark.line + 1 if node is not None else line
+
+
+def parse_spec(text: str, model: type[M], source: str) -> M:
+    """Parse YAML ``text`` into ``model``.
+
+    Raises:
+        InputError: one line naming ``source``, the key path, the line and the problem.
+
+    """
+    try:
+        data = yaml.safe_load(text)
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise InputError(f"{source}:{where}: invalid YAML ({problem})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: expected a mapping of keys at the top, got "
+                         f"{type(data).__name__}")
+    try:
+        return model.model_validate(data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        loc = tuple(e["loc"])
+        path = ".".join(str(p) for p in loc) or "(top)"
+        line = _line_of(root, loc)
+        at = f" line {line}" if line else ""
+        msg = e["msg"]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+        raise InputError(f"{source}:{at}: {path}: {msg}{more}") from None
+
+
+def load_spec(path: str | Path, model: type[M]) -> M:
+    """Read a YAML file into ``model`` (see `parse_spec`)."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{p}: no such file")
+    try:
+        text = p.read_text()
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"{p}: cannot read ({err})") from None
+    return parse_spec(text, model, str(p))

@@ -1,0 +1,137 @@
+"""One contract test suite over every registered flow (and its main configurations), float64."""
+
+import pytest
+import torch
+
+from flowtopo.checkpoint import load_checkpoint, save_checkpoint
+from flowtopo.data import Standardizer
+from flowtopo.errors import InputError
+from flowtopo.flows import FLOWS, build_flow
+from flowtopo.model import FlowAE
+
+TIGHT = {"rtol": 1e-10, "atol": 1e-12}
+CONFIGS = {
+    "coupling": {"name": "coupling", "params": {"layers": 3, "hidden": 16}},
+    "coupling-relu-norot": {"name": "coupling",
+                            "params": {"layers": 2, "activation": "relu", "rotations": False}},
+    "continuous-masked": {"name": "continuous", "params": {"field": "masked", **TIGHT}},
+    "continuous-gradient": {"name": "continuous", "params": {"field": "gradient", **TIGHT}},
+    "continuous-rk4": {"name": "continuous",
+                       "params": {"method": "rk4", "step_size": 0.05}},
+    "continuous-adjoint": {"name": "continuous", "params": {"adjoint": True, **TIGHT}},
+}
+
+
+def test_every_registered_flow_is_covered():
+    assert {c["name"] for c in CONFIGS.values()} == set(FLOWS)
+
+
+def make_model(cfg, dim=5, k=2, seed=0):
+    torch.manual_seed(seed)
+    model = FlowAE.from_config({"dim": dim, "k": k, "noise_std": 0.3, "flow": cfg,
+                                "prior": {"name": "gmm", "params": {"components": 3}}}).double()
+    with torch.no_grad():  # leave the identity start: random weights everywhere
+        for p in model.flow.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    return model
+
+
+@pytest.fixture(params=list(CONFIGS), ids=list(CONFIGS))
+def model(request):
+    return make_model(CONFIGS[request.param])
+
+
+def test_invertibility(model):
+    x = torch.randn(64, 5, dtype=torch.float64)
+    z, noise = model.encode(x)
+    assert z.shape == (64, 2) and noise.shape == (64, 3)
+    assert torch.allclose(model.decode(z, noise), x, atol=1e-5)
+    assert not torch.allclose(model.flow(x), x, atol=1e-3)  # it is not the identity
+
+
+def test_log_det_is_zero_by_autograd(model):
+    for x in torch.randn(4, 5, dtype=torch.float64):
+        jac = torch.autograd.functional.jacobian(lambda v: model.flow(v[None])[0], x)
+        _, logabsdet = torch.linalg.slogdet(jac)  # odd permutations flip the sign: |det| = 1
+        assert abs(float(logabsdet)) < 1e-6
+
+
+def test_gradients_reach_every_parameter(model):
+    x = torch.randn(32, 5, dtype=torch.float64)
+    loss = -model.log_prob(x).mean() + (model.reconstruct(x) - x).pow(2).mean()
+    loss.backward()
+    for name, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+        assert p.grad.abs().sum() > 0, name
+
+
+def test_save_load_round_trip(model, tmp_path):
+    std = Standardizer.fit(torch.randn(10, 5).numpy())
+    save_checkpoint(tmp_path / "ckpt", model.float(), std, {"note": "x"})
+    ck = load_checkpoint(tmp_path / "ckpt")
+    x = torch.randn(16, 5)
+    assert torch.allclose(ck.model.log_prob(x), model.log_prob(x), atol=1e-5)
+    assert ck.config["note"] == "x" and ck.model.config() == model.config()
+    assert torch.equal(torch.as_tensor(ck.standardizer.scale), torch.as_tensor(std.scale))
+
+
+def test_train_and_eval_modes_agree(model):
+    x = torch.randn(16, 5, dtype=torch.float64)
+    a = model.train().log_prob(x)
+    b = model.eval().log_prob(x)
+    assert torch.allclose(a, b)
+    assert model.flow.name in repr(model.flow)
+
+
+def test_log_prob_is_exact_change_of_variables():
+    """With D = k the model density is the prior pushed through the flow: check by quadrature."""
+    model = make_model(CONFIGS["coupling"], dim=2, k=1)
+    g = torch.linspace(-12, 12, 801, dtype=torch.float64)
+    pts = torch.stack(torch.meshgrid(g, g, indexing="ij"), -1).reshape(-1, 2)
+    with torch.no_grad():
+        mass = model.log_prob(pts).exp().sum() * (g[1] - g[0]) ** 2
+    assert abs(float(mass) - 1.0) < 2e-3
+
+
+def test_adaptive_solver_preserves_volume_up_to_its_tolerance():
+    errors, nfes = [], []
+    for tol in (1e-3, 1e-9):
+        model = make_model({"name": "continuous", "params": {"rtol": tol, "atol": tol}})
+        x = torch.randn(3, 5, dtype=torch.float64)
+        errs = []
+        for xi in x:
+            jac = torch.autograd.functional.jacobian(lambda v, m=model: m.flow(v[None])[0], xi)
+            errs.append(abs(float(torch.linalg.slogdet(jac)[1])))
+        model.flow(x)
+        errors.append(max(errs))
+        nfes.append(model.flow.nfe)
+    assert errors[1] < 1e-7 and errors[1] < errors[0]
+    assert nfes[1] > nfes[0] > 0
+
+
+def test_masked_field_has_zero_divergence_exactly():
+    model = make_model(CONFIGS["continuous-masked"])
+    field = model.flow.func.field
+    x = torch.randn(5, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda v: field(torch.tensor(0.3).double(),
+                                                             v[None])[0], x)
+    assert torch.allclose(torch.diagonal(jac), torch.zeros(5, dtype=torch.float64))
+    assert jac.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "spec, dim, message",
+    [
+        ({"name": "maf"}, 4, "valid: coupling, continuous"),
+        ({"name": "continuous", "params": {"method": "rk4"}}, 4, "step_size"),
+        ({"name": "continuous", "params": {"method": "leap"}}, 4, "unknown method"),
+        ({"name": "continuous", "params": {"field": "curl"}}, 4, "unknown field"),
+        ({"name": "coupling", "params": {"activation": "swish2"}}, 4, "unknown activation"),
+        ({"name": "coupling", "params": {"layers": 0}}, 4, "layers"),
+        ({"name": "coupling", "params": {"colour": 1}}, 4, "bad parameters"),
+        ({"name": "coupling"}, 1, "D >= 2"),
+    ],
+)
+def test_bad_flow_specs(spec, dim, message):
+    with pytest.raises(InputError, match=message):
+        build_flow(spec, dim)

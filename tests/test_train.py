@@ -1,0 +1,147 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from flowtopo.checkpoint import load_checkpoint
+from flowtopo.cli import app
+from flowtopo.data import load_dataset
+from flowtopo.errors import InputError
+from flowtopo.model import FlowAE
+from flowtopo.train import TrainConfig, TrainingDiverged, train
+
+runner = CliRunner()
+
+
+def small_model(prior="gmm", flow="coupling", dim=6, k=2):
+    torch.manual_seed(0)
+    return FlowAE.from_config({"dim": dim, "k": k, "noise_std": 0.5,
+                               "flow": {"name": flow, "params": {}},
+                               "prior": {"name": prior, "params": {}}})
+
+
+@pytest.mark.slow
+def test_mle_coupling_flowae_reaches_the_exact_nll():
+    ds = load_dataset("hierarchical", n=4000, dim=6, k=2, seed=0)
+    model = FlowAE.from_config({"dim": 6, "k": 2, "noise_std": 0.5,
+                                "flow": {"name": "coupling", "params": {"layers": 6}},
+                                "prior": {"name": "gmm", "params": {"components": 8}}})
+    res = train(model, ds.x_train, ds.x_test,
+                TrainConfig(epochs=60, regularizer="mle", recon_weight=0.0, lr=3e-3))
+    gap = res.test["test_nll"] - ds.true_nll_per_dim()
+    assert -0.05 < gap < 0.15, gap  # the model cannot beat the exact density by much
+
+
+@pytest.mark.parametrize("reg", ["adversarial", "mmd", "swd", "mle"])
+def test_every_regulariser_records_the_per_epoch_metrics(reg):
+    ds = load_dataset("hierarchical", n=600, seed=1)
+    res = train(small_model(), ds.x_train, ds.x_test,
+                TrainConfig(epochs=3, regularizer=reg, batch_size=128))
+    assert len(res.history) == 3
+    for h in res.history:
+        for key in ("adv_d_loss", "adv_g_loss", "train_recon", "val_nll", "val_bpd",
+                    "val_disc_loss",
+                    "val_noise_kl", "val_c2st", "val_adv_loss"):
+            assert np.isfinite(h[key]), key
+        assert 0.0 <= h["val_c2st"] <= 1.0
+        assert np.isclose(h["val_bpd"], h["val_nll"] / np.log(2))
+    assert set(res.test) >= {"test_nll", "test_c2st", "test_adv_loss"}
+
+
+def test_adversarial_training_moves_codes_toward_the_prior():
+    ds = load_dataset("hierarchical", n=2000, seed=2)
+    res = train(small_model("gaussian"), ds.x_train, ds.x_test,
+                TrainConfig(epochs=25, regularizer="adversarial", lr=2e-3, monitor="val_adv_loss"))
+    first, best = res.history[0], res.best
+    assert best["val_c2st"] < first["val_c2st"]
+
+
+def test_continuous_flow_trains_and_counts_nfe():
+    ds = load_dataset("hierarchical", n=400, seed=3)
+    res = train(small_model(flow="continuous"), ds.x_train, None,
+                TrainConfig(epochs=2, regularizer="mle", batch_size=200))
+    assert res.history[-1]["nfe"] > 0
+
+
+def test_nonfinite_loss_stops_with_a_clear_error():
+    x = np.ones((200, 6), np.float32)
+    x[5] = 1e30
+    with pytest.raises(TrainingDiverged, match=r"diverged.*lower lr"):
+        train(small_model(), x, None, TrainConfig(epochs=2, val_fraction=0.01))
+
+
+def test_early_stopping_restores_the_best_epoch():
+    ds = load_dataset("hierarchical", n=400, seed=4)
+    res = train(small_model(), ds.x_train, None,
+                TrainConfig(epochs=50, lr=1e-9, patience=2, regularizer="mle"))
+    assert len(res.history) < 50
+    assert res.best["val_nll"] == min(h["val_nll"] for h in res.history)
+
+
+def test_unavailable_cuda_is_a_clear_error():
+    if torch.cuda.is_available():  # the GPU smoke test covers this machine kind
+        return
+    with pytest.raises(InputError, match="CUDA is not available"):
+        train(small_model(), np.zeros((50, 6), np.float32), None, TrainConfig(device="cuda"))
+
+
+class Payload:
+    def __reduce__(self):
+        return (print, ("pwned",))
+
+
+def test_checkpoint_with_pickled_objects_is_refused(tmp_path):
+    from flowtopo.checkpoint import save_checkpoint
+    from flowtopo.data import Standardizer
+
+    save_checkpoint(tmp_path, small_model(), Standardizer.fit(np.zeros((3, 6), np.float32)))
+    with open(tmp_path / "model.pt", "wb") as f:
+        pickle.dump({"x": Payload()}, f)
+    with pytest.raises(InputError, match="refused to load"):
+        load_checkpoint(tmp_path)
+
+
+def write_config(tmp_path, **overrides):
+    cfg = {
+        "dataset": {"name": "hierarchical", "options": {"n": 500}},
+        "model": {"k": 2, "flow": {"name": "coupling", "params": {"layers": 2}},
+                  "prior": {"name": "gaussian"}},
+        "train": {"epochs": 2, "batch_size": 128},
+        "out": str(tmp_path / "ckpt"),
+        **overrides,
+    }
+    path = tmp_path / "train.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_train_cli_writes_a_loadable_checkpoint_and_mlflow_run(tmp_path):
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    path = write_config(tmp_path, mlflow={"experiment": "t", "tracking_uri": uri})
+    res = runner.invoke(app, ["train", str(path)], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    ck = load_checkpoint(tmp_path / "ckpt")
+    assert ck.model.k == 2 and ck.config["train"]["epochs"] == 2
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert run.info.status == "FINISHED"
+    hist = client.get_metric_history(run.info.run_id, "adv_d_loss")
+    assert [m.step for m in hist] == [1, 2]
+    assert "best_adv_loss" in run.data.metrics and "best_nll" in run.data.metrics
+    arts = {a.path for a in client.list_artifacts(run.info.run_id, "checkpoint")}
+    assert "checkpoint/model.pt" in arts
+
+
+def test_train_cli_bad_yaml_is_one_line_exit_2(tmp_path):
+    path = write_config(tmp_path, train={"epochs": 0})
+    res = runner.invoke(app, ["train", str(path)])
+    assert res.exit_code != 0
+    with pytest.raises(InputError, match=r"line \d+: train.epochs"):
+        from flowtopo.specs import TrainSpec, load_spec
+
+        load_spec(path, TrainSpec)
