@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -26,6 +27,8 @@ data_app = typer.Typer(help="Datasets: list them, show one.", no_args_is_help=Tr
 app.add_typer(data_app, name="data")
 priors_app = typer.Typer(help="Prior families: list them, draw one.", no_args_is_help=True)
 app.add_typer(priors_app, name="priors")
+topology_app = typer.Typer(help="Density trees of latent distributions.", no_args_is_help=True)
+app.add_typer(topology_app, name="topology")
 
 
 def parse_options(pairs: list[str] | None) -> dict[str, object]:
@@ -154,6 +157,59 @@ def train_cmd(
         console.print(f"exact test NLL of the data: {job.dataset.true_nll_per_dim():.4f} nats/dim")
     console.print(f"checkpoint: {job.checkpoint}" + (f"  mlflow run: {job.run_id}"
                                                      if job.run_id else ""))
+
+
+@topology_app.command("plot")
+def topology_plot(
+    out: Annotated[Path, typer.Option(help="PNG file to write.")],
+    prior: Annotated[str | None, typer.Option(help="Sample this prior family.")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Use this dataset's ground-truth latent "
+                                                     "(or its data when it has none).")] = None,
+    k: Annotated[int, typer.Option(help="Latent dim (with --prior).")] = 2,
+    n: Annotated[int, typer.Option(help="Points (with --prior).")] = 4000,
+    option: OptionList = None,
+    min_persistence: Annotated[float, typer.Option(help="Nats.")] = 2.0,
+    min_mass: float = 0.01,
+    loops: Annotated[bool, typer.Option(help="Count 1-dim holes per node (gudhi).")] = False,
+    json_out: Annotated[Path | None, typer.Option(help="Also write the tree as JSON.")] = None,
+    seed: int = 0,
+) -> None:
+    """Build a density tree and draw it: basins with contours, dendrogram, diagram."""
+    from flowtopo.topology import annotate_homology, density_tree
+    from flowtopo.topology.plot import plot_tree
+
+    if (prior is None) == (dataset is None):
+        raise InputError("give exactly one of --prior FAMILY or --dataset NAME")
+    opts = parse_options(option)
+    if prior is not None:
+        import torch
+
+        from flowtopo.priors import build_prior
+
+        torch.manual_seed(seed)
+        p = build_prior({"name": prior, "k": k, "params": opts})
+        with torch.no_grad():
+            points = p().sample((n,)).double().numpy()
+        log_density = p.numpy_log_prob
+    else:
+        from flowtopo.data import load_dataset
+
+        ds = load_dataset(dataset, **opts)  # type: ignore[arg-type]
+        if ds.latent_test is not None and ds.tree is not None:
+            gen = ds.info.get("generator")
+            points = ds.latent_test.astype(np.float64)
+            log_density = gen.mixture.log_prob if gen is not None else None  # type: ignore
+        else:
+            points = ds.x_test.astype(np.float64)
+            log_density = ds.log_density if ds.raw_log_density is not None else None
+    tree = density_tree(points, log_density, min_persistence=min_persistence, min_mass=min_mass)
+    if loops:
+        annotate_homology(tree, points)
+    console.print(tree.pretty())
+    console.print(f"picture: {plot_tree(tree, points, out, log_density)}")
+    if json_out is not None:
+        json_out.write_text(tree.to_json())
+        console.print(f"tree JSON: {json_out}")
 
 
 def main() -> None:

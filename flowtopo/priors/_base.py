@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Protocol
 
 import networkx as nx
+import numpy as np
 import torch
 from torch import nn
 from torch.distributions import Distribution
@@ -56,6 +57,22 @@ class Prior(nn.Module):
     def log_prob(self, z: torch.Tensor) -> torch.Tensor:
         """Shortcut for ``self().log_prob(z)``: (..., k) -> (...)."""
         return self().log_prob(z)
+
+    def numpy_log_prob(self, z: np.ndarray, chunk: int = 65536) -> np.ndarray:
+        """Log density of numpy points ``z`` (n, k) -> (n,) float64, without gradients.
+
+        This is the callable that `flowtopo.topology.density_tree` takes as ``log_density``.
+        """
+        ref = next(iter(self.buffers()), None)
+        ref = ref if ref is not None else next(iter(self.parameters()), torch.zeros(()))
+        out = []
+        with torch.no_grad():
+            dist = self()
+            for i in range(0, len(z), chunk):
+                zt = torch.as_tensor(np.asarray(z[i:i + chunk]), dtype=ref.dtype,
+                                     device=ref.device)
+                out.append(dist.log_prob(zt).double().cpu().numpy())
+        return np.concatenate(out) if out else np.zeros(0)
 
     @classmethod
     def suggest(cls, trial: Trial, k: int, narrow: dict[str, Any]) -> dict[str, Any]:
