@@ -1,0 +1,79 @@
+"""Alignment of latent spaces: tree matching (ours) and the baselines, on numpy arrays."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from flowtopo.errors import InputError
+from flowtopo.matching._baselines import (
+    align_cluster_qap,
+    align_gw,
+    align_identity,
+    align_oracle,
+    align_relative,
+)
+from flowtopo.matching._fit_quality import sliced_wasserstein
+from flowtopo.matching._many import ManyResult, align_many, align_models
+from flowtopo.matching._result import AlignResult, Candidate, LatentSpace
+from flowtopo.matching._transforms import TRANSFORMS, fit_map
+from flowtopo.matching._tree_match import TreeMatcher, TreeMatching
+from flowtopo.matching._tree_method import NotIdentifiable, align_tree
+
+METHODS: dict[str, Callable[..., AlignResult]] = {
+    "tree": align_tree,
+    "identity": align_identity,
+    "gw": align_gw,
+    "cluster_qap": align_cluster_qap,
+    "relative": align_relative,
+    "oracle": align_oracle,
+}
+
+
+def align(source: LatentSpace | np.ndarray, target: LatentSpace | np.ndarray, *,
+          method: str = "tree", transform: str = "affine", seed: int = 0,
+          **options: Any) -> AlignResult:
+    """Fit a map from the source latent space to the target's without paired data.
+
+    Args:
+        source: (n, k_s) latents or a `LatentSpace` (with an exact density when known).
+        target: (m, k_t) latents or a `LatentSpace`; rows need not correspond.
+        method: a key of `METHODS` (``oracle`` needs ``pairs=``, ``relative`` ``anchors=``).
+        transform: affine, linear, orthogonal or nonlinear.
+        seed: seeds every random choice.
+        **options: method options (see each ``align_*``).
+
+    Raises:
+        InputError: unknown method/transform, NaN, too few points; `NotIdentifiable` when the
+            densities cannot determine the map.
+
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown alignment method {method!r}; valid: {', '.join(METHODS)}")
+    if transform not in TRANSFORMS:
+        raise InputError(f"unknown transform {transform!r}; valid: {', '.join(TRANSFORMS)}")
+    s, t = LatentSpace.of(source), LatentSpace.of(target)
+    for name, space in (("source", s), ("target", t)):
+        if len(space.points) < max(20, 2 * space.k + 2):
+            raise InputError(f"{name}: too few points ({len(space.points)}) to align "
+                             f"{space.k}-dim latents")
+    return METHODS[method](s, t, transform=transform, seed=seed, **options)
+
+
+__all__ = [
+    "METHODS",
+    "AlignResult",
+    "Candidate",
+    "LatentSpace",
+    "ManyResult",
+    "NotIdentifiable",
+    "TreeMatcher",
+    "TreeMatching",
+    "align",
+    "align_many",
+    "align_models",
+    "fit_map",
+    "sliced_wasserstein",
+]

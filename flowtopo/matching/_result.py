@@ -1,0 +1,106 @@
+"""Inputs and results of alignment: `LatentSpace`, `Candidate`, `AlignResult`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from flowtopo.errors import InputError
+
+
+class HasNumpyLogProb(Protocol):
+    """Anything with an exact log density on numpy arrays (a `flowtopo.priors.Prior`)."""
+
+    def numpy_log_prob(self, z: np.ndarray) -> np.ndarray:
+        """(n, k) -> (n,)."""
+
+
+@dataclass
+class LatentSpace:
+    """Latent points of one model and, when known, their exact density.
+
+    Args:
+        points: (n, k) latents (rows do NOT correspond across spaces).
+        log_density: (n,) exact log density at the points, or a callable ``(m, k) -> (m,)``.
+        prior: an object with ``numpy_log_prob`` (e.g. the model's prior); used as the
+            callable when ``log_density`` is None.
+
+    """
+
+    points: np.ndarray
+    log_density: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None
+    prior: HasNumpyLogProb | None = None
+
+    def __post_init__(self) -> None:
+        x = np.asarray(self.points, dtype=np.float64)
+        if x.ndim != 2:
+            raise InputError(f"latent points must be (n, k), got shape {x.shape}")
+        if not np.isfinite(x).all():
+            raise InputError(f"latent points contain {int((~np.isfinite(x)).sum())} NaN/inf")
+        self.points = x
+        if self.log_density is None and self.prior is not None:
+            self.log_density = self.prior.numpy_log_prob
+
+    @property
+    def k(self) -> int:
+        """Latent dimension."""
+        return int(self.points.shape[1])
+
+    @classmethod
+    def of(cls, x: LatentSpace | np.ndarray) -> LatentSpace:
+        """Wrap a plain array."""
+        return x if isinstance(x, LatentSpace) else cls(np.asarray(x))
+
+
+@dataclass
+class Candidate:
+    """One scored alternative matching (for symmetric trees)."""
+
+    node_pairs: list[tuple[int, int]]
+    tree_cost: float
+    fit: float
+    matrix: np.ndarray
+    offset: np.ndarray
+
+
+@dataclass
+class AlignResult:
+    """A fitted map from the source latent space to the target's.
+
+    Attributes:
+        matrix: (k_target, k_source) linear part.
+        offset: (k_target,) translation.
+        method: the method name; ``supervised`` is True for ``oracle`` and ``relative``.
+        transform_kind: affine, linear, orthogonal or nonlinear.
+        node_pairs: matched (source node, target node) ids of the two DensityTrees (tree only).
+        cost: the matching cost (tree: the tree-matching cost; others: their objective).
+        ambiguous: several matchings were (nearly) equally good by structure; the one chosen
+            fitted the target distribution best (see ``candidates``).
+        candidates: scored alternatives, best first.
+        info: method details (trees, sizes, timings).
+
+    """
+
+    matrix: np.ndarray
+    offset: np.ndarray
+    method: str
+    transform_kind: str = "affine"
+    node_pairs: list[tuple[int, int]] = field(default_factory=list)
+    cost: float = 0.0
+    ambiguous: bool = False
+    candidates: list[Candidate] = field(default_factory=list)
+    supervised: bool = False
+    info: dict[str, Any] = field(default_factory=dict)
+    residual: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def transform(self, z: np.ndarray) -> np.ndarray:
+        """Map source latents (m, k_source) to target coordinates (m, k_target)."""
+        z = np.asarray(z, dtype=np.float64)
+        if z.ndim != 2 or z.shape[1] != self.matrix.shape[1]:
+            raise InputError(f"transform expects (m, {self.matrix.shape[1]}) latents, got "
+                             f"{z.shape}")
+        out = z @ self.matrix.T + self.offset
+        return out + self.residual(z) if self.residual is not None else out

@@ -1,0 +1,173 @@
+import numpy as np
+import pytest
+import torch
+from scipy.stats import special_ortho_group
+
+from flowtopo import LatentSpace, align
+from flowtopo.data import HierarchicalMixture
+from flowtopo.errors import InputError
+from flowtopo.matching import METHODS, NotIdentifiable, align_many, align_models, fit_map
+from flowtopo.metrics import translation_scores
+
+SHAPES = {2: [[3, 1], [2, [1, 1]]], 3: [[3, 1], [2, [1, 1]]], 4: [[3, 1], [2, [1, 1]]],
+          5: [[3, 1], [2, [1, 1]], [1, [2, 1]]], 6: [[3, 1], [2, [1, 1]], [1, [2, 1]]]}
+
+
+def problem(k, seed=0, warp=0.1, shape=None, n=6000):
+    """Source/target latents of the same mixture related by a random affine map + warp."""
+    rng = np.random.default_rng(seed)
+    mix = HierarchicalMixture.build(shape or SHAPES[k], k, seed=k + seed, separation=10)
+    a = special_ortho_group.rvs(k, random_state=k + seed) @ np.diag(rng.uniform(0.5, 2, k))
+    b = 3 * rng.normal(size=k)
+    a_inv, log_det = np.linalg.inv(a), np.log(abs(np.linalg.det(a)))
+
+    def true_map(z):
+        return z @ a.T + b + warp * np.tanh(z[:, ::-1])
+
+    u_s, u_t = mix.sample(n, rng)[0], mix.sample(n, rng)[0]
+    test, labels = mix.sample(2000, rng)
+    src = LatentSpace(u_s, mix.log_prob)
+    tgt = LatentSpace(true_map(u_t), lambda y: mix.log_prob((y - b) @ a_inv.T) - log_det)
+    return src, tgt, test, true_map(test), labels
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5, 6])
+def test_tree_matching_reaches_the_oracle(k):
+    src, tgt, zs, zt, labels = problem(k)
+    ours = translation_scores(zs, zt, align(src, tgt, method="tree").transform, labels)
+    oracle = translation_scores(
+        zs, zt, align(src, tgt, method="oracle", pairs=(zs, zt)).transform, labels)
+    assert ours["r2"] >= 0.98 * oracle["r2"]
+    assert ours["label_transfer"] >= 0.98
+    if k >= 3:  # in 2-D retrieval among 1000 dense candidates needs a finer fit (see docs)
+        assert ours["top1"] >= 0.9 * oracle["top1"]
+
+
+def test_identity_baseline_is_far_from_the_oracle():
+    src, tgt, zs, zt, _ = problem(3)
+    assert translation_scores(zs, zt, align(src, tgt, method="identity").transform)["r2"] < 0.5
+
+
+def test_symmetric_tree_is_flagged_ambiguous_and_resolved_by_fit():
+    src, tgt, zs, zt, _ = problem(3, shape=[[1, [1, 1]], [1, [1, 1]]], warp=0.0)
+    res = align(src, tgt, method="tree")
+    assert res.ambiguous and len(res.candidates) > 1
+    fits = [c.fit for c in res.candidates]
+    assert fits == sorted(fits) and fits[0] < fits[-1]
+    assert translation_scores(zs, zt, res.transform)["r2"] > 0.99
+
+
+def test_isotropic_gaussian_is_not_identifiable():
+    rng = np.random.default_rng(0)
+    with pytest.raises(NotIdentifiable, match="not identifiable"):
+        align(rng.normal(size=(3000, 3)), rng.normal(size=(3000, 3)) @ special_ortho_group.rvs(
+            3, random_state=1).T, method="tree")
+
+
+def test_too_few_clusters_for_the_dimension_is_a_clear_error():
+    src, tgt, *_ = problem(6, shape=[[1, 1], 1])
+    with pytest.raises(NotIdentifiable, match="needs 7 matched clusters"):
+        align(src, tgt, method="tree")
+
+
+@pytest.mark.parametrize(
+    "source, message",
+    [
+        (np.full((100, 2), np.nan), "NaN"),
+        (np.zeros((5, 2)), "too few points"),
+        (np.zeros(100), r"\(n, k\)"),
+    ],
+)
+def test_bad_input(source, message):
+    with pytest.raises(InputError, match=message):
+        align(source, np.random.default_rng(0).normal(size=(100, 2)))
+
+
+def test_unknown_method_and_transform():
+    x = np.random.default_rng(0).normal(size=(100, 2))
+    with pytest.raises(InputError, match="valid: tree"):
+        align(x, x, method="magic")
+    with pytest.raises(InputError, match="valid: affine"):
+        align(x, x, transform="projective")
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_returns_a_usable_map(method):
+    src, tgt, zs, zt, _ = problem(3, n=2000)
+    opts = {"oracle": {"pairs": (zs, zt)}, "relative": {"anchors": (zs[:30], zt[:30])}}
+    res = align(src, tgt, method=method, **opts.get(method, {}))
+    out = res.transform(zs)
+    assert out.shape == zt.shape and np.isfinite(out).all()
+    assert res.matrix.shape == (3, 3) and res.offset.shape == (3,)
+    assert res.supervised == (method in ("oracle", "relative"))
+    if method not in ("identity",):
+        assert translation_scores(zs, zt, res.transform)["r2"] > 0.8, method
+
+
+def test_oracle_and_relative_need_their_supervision():
+    x = np.random.default_rng(0).normal(size=(100, 2))
+    with pytest.raises(InputError, match="pairs"):
+        align(x, x, method="oracle")
+    with pytest.raises(InputError, match="anchors"):
+        align(x, x, method="relative")
+
+
+def test_transform_families():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 3))
+    q = special_ortho_group.rvs(3, random_state=0)
+    y = 2.0 * x @ q.T + 1.0
+    a, b = fit_map("orthogonal", x, y)
+    assert np.allclose(a, 2.0 * q, atol=1e-8) and np.allclose(b, 1.0)
+    a, b = fit_map("linear", x, x @ q.T)
+    assert np.allclose(b, 0) and np.allclose(a, q)
+    src, tgt, zs, zt, _ = problem(3, warp=0.6, n=3000)
+    aff = align(src, tgt, method="oracle", pairs=(zs, zt))
+    non = align(src, tgt, method="oracle", transform="nonlinear", pairs=(zs, zt))
+    assert translation_scores(zs, zt, non.transform)["rel_mse"] < translation_scores(
+        zs, zt, aff.transform)["rel_mse"]
+
+
+def test_translation_scores_on_known_maps():
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(500, 3))
+    labels = (z[:, 0] > 0).astype(int)
+    perfect = translation_scores(z, 2 * z, lambda v: 2 * v, labels)
+    assert perfect["r2"] == pytest.approx(1.0) and perfect["top1"] == 1.0
+    assert perfect["mrr"] == 1.0 and perfect["label_transfer"] >= 0.95  # kNN vote at the edge
+    assert perfect["cka"] == pytest.approx(1.0)
+    shuffled = translation_scores(z, z[rng.permutation(500)], lambda v: v)
+    assert shuffled["r2"] < 0 and shuffled["top1"] < 0.05
+    with pytest.raises(InputError, match="same n"):
+        translation_scores(z, z[:10], lambda v: v)
+
+
+def test_cycle_consistency_over_three_spaces():
+    src, tgt, zs, zt, _ = problem(3, n=3000)
+    q = special_ortho_group.rvs(3, random_state=7)
+    third = LatentSpace(src.points @ q.T - 2.0, lambda y: src.log_density((y + 2.0) @ q))
+    many = align_many({"a": src, "b": tgt, "c": third},
+                      test={"a": zs, "b": zt, "c": zs @ q.T - 2.0})
+    assert not many.failures and len(many.pairs) == 6
+    assert len(many.cycles) == 6
+    assert max(many.cycles.values()) < 0.01
+
+
+def test_align_models_uses_disjoint_halves_and_exact_densities():
+    from flowtopo.model import FlowAE
+
+    torch.manual_seed(0)
+    model = FlowAE.from_config({"dim": 4, "k": 2, "noise_std": 0.3,
+                                "flow": {"name": "coupling", "params": {"layers": 2}},
+                                "prior": {"name": "hierarchical_gmm",
+                                          "params": {"branching": [2, 2]}}})
+    with torch.no_grad():
+        for p in model.flow.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+        x = model.sample(6000).numpy()
+        x_test = model.sample(1000)
+        z_test = model.encode(x_test)[0].double().numpy()
+    res = align_models(model, model, x)
+    scores = translation_scores(z_test, z_test, res.transform)
+    assert scores["r2"] > 0.99
+    assert res.info["source_tree"].params["density"] == "exact"
