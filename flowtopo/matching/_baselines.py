@@ -74,7 +74,8 @@ def align_cluster_qap(source: LatentSpace, target: LatentSpace, *, transform: st
     best = None
     for r in range(restarts):
         res = quadratic_assignment(ds, dt, method="faq", options={
-            "maximize": True, "rng": seed + r, "P0": "randomized" if r else "barycenter"})
+            "maximize": True, "rng": np.random.default_rng(seed + r),
+            "P0": "randomized" if r else "barycenter"})
         if best is None or res.fun > best.fun:
             best = res
     perm = best.col_ind

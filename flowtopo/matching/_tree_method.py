@@ -10,11 +10,14 @@
    target (`fit_score`: exact likelihood when the target density is known, else sliced
    Wasserstein); the best is refined fully
    (``refine_iters`` rounds of ``per_leaf`` points per leaf). ``ambiguous`` when several
-   structural matchings tie.
+   structural matchings tie, or when the two best fits are within 0.05 nats.
+   For small trees (<= 6 leaves) all leaf correspondences are also tried
+   (`_leaf_candidates`): learned densities reproduce clusters more reliably than nesting.
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import numpy as np
@@ -120,6 +123,35 @@ def fit_score(source: LatentSpace, target: LatentSpace, matrix: np.ndarray, offs
     return sliced_wasserstein(mapped, target.points, seed=seed), "sliced_w2"
 
 
+def _leaf_candidates(ts: DensityTree, tt: DensityTree, source: LatentSpace,
+                     target: LatentSpace, kind: str, seed: int, max_leaves: int = 6,
+                     keep: int = 4) -> list[TreeMatching]:
+    """Leaf correspondences ranked by how well their centroid fit maps source onto target.
+
+    Learned densities reproduce the data's clusters more reliably than their nesting, so for
+    small trees (<= ``max_leaves`` leaves on the smaller side) every injective assignment of
+    leaves is fitted from leaf centroids and scored by `fit_score` on 1,000 points; the best
+    ``keep`` join the structural candidates. Returns [] when the search does not apply.
+    """
+    ls, lt = [n.id for n in ts.leaves()], [n.id for n in tt.leaves()]
+    m = min(len(ls), len(lt))
+    if m > max_leaves or m < _needed(kind, source.k):
+        return []
+    scored = []
+    for sub in itertools.combinations(ls, m):
+        x = np.array([ts.nodes[u].centroid for u in sub])
+        for perm in itertools.permutations(lt, m):
+            y = np.array([tt.nodes[v].centroid for v in perm])
+            w = np.array([min(ts.nodes[u].mass, tt.nodes[v].mass)
+                          for u, v in zip(sub, perm, strict=True)]) + 1e-6
+            a, b = fit_map(kind, x, y, w)
+            fit, _ = fit_score(source, target, a, b, seed, n=1000)
+            if np.isfinite(fit):
+                scored.append((fit, [(0, 0), *zip(sub, perm, strict=True)]))
+    scored.sort(key=lambda t: t[0])
+    return [TreeMatching(float("nan"), list(p)) for _, p in scored[:keep]]
+
+
 def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "affine",
                seed: int = 0, k_neighbors: int = 15, min_persistence: float = 2.0,
                min_mass: float = 0.01, refine_iters: int = 6, per_leaf: int = 1000,
@@ -137,7 +169,12 @@ def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "af
                       min_persistence=min_persistence, min_mass=min_mass)
     matcher = TreeMatcher(ts, tt, tie=tie)
     found: list[TreeMatching] = matcher.candidates()
-    _check_identifiable(ts, tt, found[0].pairs, transform, source.k)
+    structural_tie = len(found) > 1
+    leaf_search = _leaf_candidates(ts, tt, source, target, transform, seed)
+    known = {tuple(sorted(c.pairs)) for c in found}
+    found += [c for c in leaf_search if tuple(sorted(c.pairs)) not in known]
+    _check_identifiable(ts, tt, found[0].pairs if not leaf_search else leaf_search[0].pairs,
+                        transform, source.k)
     scored: list[Candidate] = []
     for cand in found:  # score every candidate after one quick refinement
         a, b = _fit_from_nodes(ts, tt, cand.pairs, transform)
@@ -146,6 +183,7 @@ def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "af
         fit, criterion = fit_score(source, target, a, b, seed)
         scored.append(Candidate(cand.pairs, cand.cost, fit, a, b))
     scored.sort(key=lambda c: c.fit)
+    close = len(scored) > 1 and criterion == "nll" and scored[1].fit - scored[0].fit < 0.05
     best = scored[0]  # then refine the winner fully
     a, b, xs, ys = _refine(source.points, target.points, ts, tt, best.node_pairs, transform,
                            best.matrix, best.offset, refine_iters, per_leaf, rng)
@@ -156,7 +194,7 @@ def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "af
         residual = fit_residual(xs, ys, a, b, seed=seed)
     return AlignResult(
         matrix=best.matrix, offset=best.offset, method="tree", transform_kind=transform,
-        node_pairs=best.node_pairs, cost=best.tree_cost, ambiguous=len(scored) > 1,
+        node_pairs=best.node_pairs, cost=best.tree_cost, ambiguous=structural_tie or close,
         candidates=scored, residual=residual,
         info={"source_tree": ts, "target_tree": tt, "n_candidates": len(scored),
               "fit": best.fit, "fit_criterion": criterion})

@@ -63,8 +63,8 @@ class Prior(nn.Module):
 
         This is the callable that `flowtopo.topology.density_tree` takes as ``log_density``.
         """
-        ref = next(iter(self.buffers()), None)
-        ref = ref if ref is not None else next(iter(self.parameters()), torch.zeros(()))
+        tensors = [*self.parameters(), *self.buffers()]
+        ref = next((t for t in tensors if t.is_floating_point()), torch.zeros(()))
         out = []
         with torch.no_grad():
             dist = self()

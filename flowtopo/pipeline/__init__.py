@@ -1,0 +1,1 @@
+"""After training: pick the best priors, match latent spaces pairwise, report."""
