@@ -1,0 +1,68 @@
+"""The Optuna define-by-run search space, and turning a trial's parameters into a TrainSpec.
+
+`define_space` is a module-level function (bound to the sweep with functools.partial) so that
+``Tuner.restore`` can unpickle it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flowtopo.priors import suggest_prior
+from flowtopo.specs import DatasetSpec, ModelSpec, Named, TrainSpec
+from flowtopo.sweep.spec import SweepSpec
+from flowtopo.train import TrainConfig
+
+
+def _suggest(trial: Any, spec: SweepSpec) -> dict[str, Any]:
+    k = int(spec.model.get("k", 2))
+    prior = suggest_prior(trial, k, list(spec.search.priors), spec.search.priors)
+    lr = trial.suggest_float("lr", spec.search.lr[0], spec.search.lr[1], log=True)
+    batch = trial.suggest_categorical("batch_size", list(spec.search.batch_size))
+    flow_params = {p: trial.suggest_categorical(f"flow.{p}", list(choices))
+                   for p, choices in spec.search.flow.items()}
+    return {"prior": prior, "lr": lr, "batch_size": batch, "flow": flow_params}
+
+
+def define_space(trial: Any, spec: dict[str, Any], runtime: dict[str, Any]) -> dict[str, Any]:
+    """Optuna define-by-run space: family, then its parameters, lr, batch size, flow choices.
+
+    Returns the constants passed to every trial: the sweep spec, where to record (runtime)
+    and the seed of the search phase (0).
+    """
+    _suggest(trial, SweepSpec.model_validate(spec))
+    return {"sweep": spec, "runtime": runtime, "seed": 0}
+
+
+def resolve(params: dict[str, Any], spec: SweepSpec, seed: int, out: str,
+            device: str = "cpu") -> TrainSpec:
+    """The `TrainSpec` of a trial, from its suggested ``params`` (flat Optuna names)."""
+    import optuna
+
+    chosen = _suggest(optuna.trial.FixedTrial(params), spec)
+    model = dict(spec.model)
+    flow = Named.model_validate(model.pop("flow", {"name": "coupling"}))
+    flow.params = {**flow.params, **chosen["flow"]}
+    prior = chosen["prior"]
+    return TrainSpec(
+        dataset=DatasetSpec.model_validate(spec.dataset.model_dump()),
+        model=ModelSpec(**model, flow=flow, prior=Named(name=prior["name"],
+                                                         params=prior["params"])),
+        train=TrainConfig(**spec.train, lr=chosen["lr"], batch_size=chosen["batch_size"],
+                          regularizer=spec.regularizer, seed=seed, device=device),
+        out=out,
+    )
+
+
+def sample_configs(spec: SweepSpec, n: int, seed: int = 0) -> list[dict[str, Any]]:
+    """Dry run: ``n`` configurations drawn from the space by Optuna's random sampler."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    out = []
+    for _ in range(n):
+        trial = study.ask()
+        out.append(_suggest(trial, spec))
+        study.tell(trial, 0.0)
+    return out

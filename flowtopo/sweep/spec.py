@@ -1,0 +1,90 @@
+"""The sweep YAML, as pydantic models (see docs/sweep-yaml.md for every key)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from flowtopo.specs import DatasetSpec, MlflowSpec
+
+
+class SearchSpec(BaseModel):
+    """What Optuna searches: prior families (with narrowed ranges), lr, batch size, flow."""
+
+    model_config = ConfigDict(extra="forbid")
+    priors: dict[str, dict[str, Any]] = Field(
+        description="Family -> its parameters narrowed ([low, high], [choices] or a value); "
+                    "{} keeps the family's declared space.")
+    lr: list[float] = Field(default_factory=lambda: [3e-4, 3e-3],
+                            description="[low, high], searched log-uniformly.")
+    batch_size: list[int] = Field(default_factory=lambda: [256], description="Choices.")
+    flow: dict[str, list[Any]] = Field(default_factory=dict,
+                                       description="Flow parameter -> choices.")
+
+    @field_validator("priors")
+    @classmethod
+    def _known_families(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from flowtopo.priors import PRIORS
+
+        if not v:
+            raise ValueError("list at least one prior family")
+        for name in v:
+            if name not in PRIORS:
+                raise ValueError(f"unknown prior family {name!r}; valid: {', '.join(PRIORS)}")
+        return {k: dict(p or {}) for k, p in v.items()}
+
+    @field_validator("lr")
+    @classmethod
+    def _range(cls, v: list[float]) -> list[float]:
+        if len(v) != 2 or not 0 < v[0] <= v[1]:
+            raise ValueError("lr must be [low, high] with 0 < low <= high")
+        return v
+
+
+class Resources(BaseModel):
+    """Resources per trial (fractions allowed)."""
+
+    model_config = ConfigDict(extra="forbid")
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class SweepSpec(BaseModel):
+    """A sweep: FlowAEs over prior families, searched by Optuna on Ray Tune, logged in MLflow."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    dataset: DatasetSpec
+    model: dict[str, Any] = Field(default_factory=dict,
+                                  description="k, noise_std, flow: {name, params}.")
+    search: SearchSpec
+    regularizer: Literal["adversarial", "mmd", "swd", "mle"] = "mle"
+    train: dict[str, Any] = Field(default_factory=dict,
+                                  description="Fixed TrainConfig fields (epochs, patience...).")
+    seeds: int = Field(2, ge=1, description="Independent models of each family's best config.")
+    metric: Literal["val_adv_loss", "val_nll", "val_c2st", "val_recon"] = "val_adv_loss"
+    mode: Literal["min", "max"] = "min"
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    scheduler: Literal["asha", "none"] = "none"
+    num_samples: int = Field(8, ge=1)
+    max_concurrent_trials: int = Field(2, ge=1)
+    resources: Resources = Field(default_factory=Resources)
+    max_failures: int = Field(1, ge=0, description="Retries per trial (Ray FailureConfig).")
+    fail_fast: bool = False
+    mlflow: MlflowSpec = Field(default_factory=MlflowSpec)
+    ray_address: str | None = None
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _check_model_and_train(self) -> SweepSpec:
+        from flowtopo.specs import ModelSpec
+        from flowtopo.train import TrainConfig
+
+        ModelSpec.model_validate({**self.model, "prior": {"name": "gaussian"}})
+        forbidden = {"lr", "batch_size", "regularizer", "seed"} & set(self.train)
+        if forbidden:
+            raise ValueError(f"train: {', '.join(sorted(forbidden))} are set by the sweep "
+                             "(search/regularizer/seeds), not under train")
+        TrainConfig.model_validate(self.train)
+        return self

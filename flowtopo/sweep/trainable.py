@@ -1,0 +1,86 @@
+"""One Ray Tune trial: train one FlowAE, report per epoch to Tune, record everything in MLflow.
+
+Module-level and importable, so Ray workers and ``Tuner.restore`` can find it.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+RESERVED = ("sweep", "runtime", "seed")
+
+
+def train_trial(config: dict[str, Any]) -> None:
+    """The trainable: ``config`` holds Optuna's parameters, ``sweep``, ``runtime``, ``seed``."""
+    import mlflow
+    from mlflow.entities import Metric
+    from ray import tune
+
+    from flowtopo.checkpoint import save_checkpoint
+    from flowtopo.data import load_dataset
+    from flowtopo.jobs import build_model, summary_metrics
+    from flowtopo.sweep.space import resolve
+    from flowtopo.sweep.spec import SweepSpec
+    from flowtopo.tracking import flatten
+    from flowtopo.train import train
+
+    spec = SweepSpec.model_validate(config["sweep"])
+    rt = config["runtime"]
+    seed = int(config.get("seed", 0))
+    params = {k: v for k, v in config.items() if k not in RESERVED}
+    trial_dir = tune.get_context().get_trial_dir() or os.getcwd()
+    device = "cuda" if spec.resources.gpu > 0 else "cpu"
+    client = mlflow.MlflowClient(rt["tracking_uri"])
+    trial_id = tune.get_context().get_trial_id()
+    run = client.create_run(rt["experiment_id"], run_name=f"{trial_id}-s{seed}", tags={
+        "mlflow.parentRunId": rt["parent_run_id"], "flowtopo.kind": "trial",
+        "sweep_id": rt["sweep_id"], "trial_id": trial_id, "seed": str(seed),
+        "dataset": spec.dataset.name, "phase": rt.get("phase", "search")})
+    run_id = run.info.run_id
+    try:
+        ts = resolve(params, spec, seed, os.path.join(trial_dir, "checkpoint"), device)
+        client.set_tag(run_id, "family", ts.model.prior.name)
+        for key, v in flatten({**ts.model_dump(mode="json"), "optuna": params}).items():
+            client.log_param(run_id, key, v)
+        ds = load_dataset(ts.dataset.name, **ts.dataset.options)
+        model = build_model(ts.model, ds.dim, seed)
+
+        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            now = int(time.time() * 1000)
+            client.log_batch(run_id, metrics=[Metric(k, float(v), now, epoch)
+                                              for k, v in metrics.items()])
+            tune.report({**metrics, "epoch": epoch})
+
+        result = train(model, ds.x_train, ds.x_test, ts.train, on_epoch=on_epoch)
+        ckpt = save_checkpoint(ts.out, result.model, ds.standardizer, {
+            "dataset": ts.dataset.model_dump(mode="json"),
+            "train": ts.train.model_dump(mode="json"), "best_epoch": result.best_epoch,
+            "test": result.test, "sweep_id": rt["sweep_id"], "run_id": run_id})
+        now = int(time.time() * 1000)
+        summary = {**summary_metrics(result), **result.test}
+        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0)
+                                          for k, v in summary.items()])
+        client.log_artifacts(run_id, str(ckpt), "checkpoint")
+        _latent_picture(result.model, ds, os.path.join(trial_dir, "latent.png"))
+        client.log_artifact(run_id, os.path.join(trial_dir, "latent.png"))
+        client.set_terminated(run_id, "FINISHED")
+        tune.report({**result.best, "epoch": result.best_epoch, "mlflow_run_id": run_id},
+                    checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
+    except BaseException as err:
+        client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:4000])
+        client.set_terminated(run_id, "FAILED")
+        raise
+
+
+def _latent_picture(model: Any, ds: Any, path: str) -> None:
+    import torch
+
+    from flowtopo.plotting import new_figure, save, scatter
+
+    with torch.no_grad():
+        z = model.encode(torch.as_tensor(ds.x_test))[0].double().cpu().numpy()
+    fig, (ax,) = new_figure(1)
+    scatter(ax, z, ds.y_test, title="test latents")
+    save(fig, path)

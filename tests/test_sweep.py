@@ -1,0 +1,175 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flowtopo.specs import load_spec
+from flowtopo.sweep.space import sample_configs
+from flowtopo.sweep.spec import SweepSpec
+
+SWEEPS = sorted(Path("sweeps").glob("*.yaml"))
+
+
+def test_the_shipped_sweeps_are_there():
+    assert {p.name for p in SWEEPS} >= {"quickstart.yaml", "digits.yaml", "synthetic-tree.yaml",
+                                        "mnist-gpu.yaml"}
+
+
+@pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
+def test_shipped_sweeps_validate_and_sample(path):
+    spec = load_spec(path, SweepSpec)
+    configs = sample_configs(spec, 5, seed=1)
+    assert len(configs) == 5
+    for cfg in configs:
+        assert cfg["prior"]["name"] in spec.search.priors
+        assert spec.search.lr[0] <= cfg["lr"] <= spec.search.lr[1]
+        assert cfg["batch_size"] in spec.search.batch_size
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "flowtopo.cli", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_validate_prints_sampled_configurations():
+    res = cli("sweep", "validate", "sweeps/quickstart.yaml", "--samples", "2")
+    assert res.returncode == 0
+    assert "valid" in res.stdout and res.stdout.count("sample ") == 2
+
+
+BASE = yaml.safe_load(Path("sweeps/quickstart.yaml").read_text())
+
+
+def mutate(path, value):
+    doc = yaml.safe_load(yaml.safe_dump(BASE))
+    node = doc
+    for key in path[:-1]:
+        node = node[key]
+    if value is KeyError:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return yaml.safe_dump(doc)
+
+
+MALFORMED = {
+    "unknown-top-key": (mutate(("colour",), "red"), "colour: unknown key"),
+    "missing-name": (mutate(("name",), KeyError), "name: Field required"),
+    "bad-name": (mutate(("name",), "has space"), "name: String should match"),
+    "wrong-type": (mutate(("num_samples",), "many"), "num_samples: Input should be a valid"),
+    "negative": (mutate(("num_samples",), 0), "num_samples: Input should be greater"),
+    "unknown-family": (mutate(("search", "priors"), {"wishart": {}}),
+                       "unknown prior family 'wishart'"),
+    "no-family": (mutate(("search", "priors"), {}), "at least one prior family"),
+    "bad-lr": (mutate(("search", "lr"), [0.1, 0.01]), "lr must be"),
+    "bad-sampler": (mutate(("sampler",), "cmaes"), "sampler: Input should be"),
+    "bad-metric": (mutate(("metric",), "accuracy"), "metric: Input should be"),
+    "train-lr": (mutate(("train", "lr"), 0.1), "set by the sweep"),
+    "train-unknown": (mutate(("train", "epochz"), 3), "epochz"),
+    "bad-gpu": (mutate(("resources", "gpu"), -1), "resources.gpu"),
+    "not-a-mapping": ("- a\n- b\n", "expected a mapping"),
+    "bad-yaml": ("name: [unclosed\n", "invalid YAML"),
+    "python-tag": ("name: !!python/object/apply:os.system ['echo hi']\n", "invalid YAML"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_sweeps_give_one_line_and_exit_2(tmp_path, case):
+    text, message = MALFORMED[case]
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    res = cli("sweep", "validate", str(path))
+    assert res.returncode == 2, res.stdout + res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in res.stderr
+    assert message in lines[0] and str(path) in lines[0]
+
+
+def test_errors_name_the_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(mutate(("num_samples",), "many"))
+    with pytest.raises(ValueError, match=r"line \d+: num_samples"):
+        load_spec(path, SweepSpec)
+
+
+TINY = {
+    "name": "tiny",
+    "dataset": {"name": "hierarchical", "options": {"n": 600}},
+    "model": {"k": 2, "noise_std": 0.5,
+              "flow": {"name": "coupling", "params": {"layers": 2, "hidden": 16}}},
+    "search": {"priors": {"gmm": {"components": [2, 4]}, "gaussian": {}},
+               "lr": [0.001, 0.003], "batch_size": [128]},
+    "regularizer": "mle",
+    "train": {"epochs": 3},
+    "seeds": 2,
+    "num_samples": 4,
+    "max_concurrent_trials": 2,
+    "max_failures": 0,
+    "sampler": "random",
+}
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    yield
+    ray.shutdown()
+
+
+def runs_of(uri, experiment):
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    return client, client.search_runs([exp.experiment_id], max_results=1000)
+
+
+@pytest.mark.integration
+def test_a_real_sweep_records_every_trial_in_mlflow(tmp_path, ray_local):
+    from flowtopo.checkpoint import load_checkpoint
+    from flowtopo.sweep.runner import run_sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = SweepSpec.model_validate({**TINY, "mlflow": {"experiment": "t1", "tracking_uri": uri}})
+    res = run_sweep(spec, storage_path=tmp_path / "ray")
+    client, runs = runs_of(uri, "t1")
+    search = [r for r in runs if r.data.tags.get("phase") == "search"]
+    seeds = [r for r in runs if r.data.tags.get("phase") == "seeds"]
+    parent = [r for r in runs if r.data.tags.get("flowtopo.kind") == "sweep"]
+    assert len(search) == 4 and all(r.info.status == "FINISHED" for r in search)
+    families = {r.data.tags["family"] for r in search}
+    assert families <= {"gmm", "gaussian"}
+    assert len(seeds) == len(families) and all(r.data.tags["seed"] == "1" for r in seeds)
+    assert len(parent) == 1 and parent[0].info.status == "FINISHED"
+    assert all(r.data.tags["sweep_id"] == res.sweep_id for r in runs)
+    assert all(r.data.tags["mlflow.parentRunId"] == parent[0].info.run_id for r in search)
+    for r in search:
+        hist = client.get_metric_history(r.info.run_id, "adv_d_loss")
+        assert [m.step for m in hist] == [1, 2, 3]
+        assert {"best_adv_loss", "best_nll", "final_c2st"} <= set(r.data.metrics)
+        local = client.download_artifacts(r.info.run_id, "checkpoint", str(tmp_path / "dl"))
+        assert load_checkpoint(local).model.k == 2
+        assert r.data.params["optuna.prior"] == r.data.tags["family"]
+    assert res.trials == 4 + len(seeds) and res.failed == 0
+
+
+@pytest.mark.integration
+def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, ray_local):
+    from flowtopo.sweep.runner import run_sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    bad = {**TINY, "seeds": 1, "search": {**TINY["search"], "flow": {
+        "activation": ["tanh", "bogus"]}}, "mlflow": {"experiment": "t2", "tracking_uri": uri}}
+    res = run_sweep(SweepSpec.model_validate(bad), storage_path=tmp_path / "ray")
+    _, runs = runs_of(uri, "t2")
+    trials = [r for r in runs if r.data.tags.get("flowtopo.kind") == "trial"]
+    failed = [r for r in trials if r.info.status == "FAILED"]
+    finished = [r for r in trials if r.info.status == "FINISHED"]
+    assert len(trials) == 4 and failed and finished
+    assert res.failed == len(failed)
+    for r in failed:
+        assert "unknown activation 'bogus'" in r.data.tags["error"]
+        assert r.data.params.get("optuna.flow.activation") == "bogus"
