@@ -173,3 +173,17 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, ray_local):
     for r in failed:
         assert "unknown activation 'bogus'" in r.data.tags["error"]
         assert r.data.params.get("optuna.flow.activation") == "bogus"
+
+
+@pytest.mark.integration
+def test_sweep_run_cli_end_to_end(tmp_path):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "num_samples": 2, "seeds": 1, "mlflow": {
+        "experiment": "cli", "tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"}}))
+    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "run", str(path),
+                          "--storage", str(tmp_path / "ray")], capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert "trials (search + seeds)" in res.stdout and "best val_adv_loss" in res.stdout
+    _, runs = runs_of(f"sqlite:///{tmp_path / 'm.db'}", "cli")
+    assert sum(r.data.tags.get("flowtopo.kind") == "trial" for r in runs) == 2

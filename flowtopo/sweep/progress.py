@@ -15,7 +15,13 @@ class RichProgress(Callback):
         self.done = self.failed = 0
         self.best: float | None = None
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Tune pickles its callbacks with the experiment state: leave the display out."""
+        return {**self.__dict__, "progress": None, "task": None}
+
     def _show(self) -> None:
+        if self.progress is None:
+            return
         best = "-" if self.best is None else f"{self.best:.4f}"
         self.progress.update(self.task, completed=self.done + self.failed,
                              info=f"best {self.metric} {best}  failed {self.failed}")
