@@ -109,6 +109,32 @@ def priors_list() -> None:
     console.print(table)
 
 
+@priors_app.command("best")
+def priors_best(
+    experiment: Annotated[str, typer.Option(help="MLflow experiment of the sweep.")],
+    metric: Annotated[str, typer.Option(help="Explicit summary metric to rank by.")] = (
+        "best_adv_loss"),
+    top: Annotated[int, typer.Option(help="Runs shown per group.")] = 3,
+    by: Annotated[str, typer.Option(help="Group by family or dataset.")] = "family",
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+) -> None:
+    """Rank a sweep's prior families by held-out fit (finished runs only)."""
+    from flowtopo.pipeline.best import SHOWN, best_priors
+
+    rows = best_priors(experiment, tracking_uri=tracking_uri, metric=metric, top=top, by=by)
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(by, "rank", *SHOWN, "seed", "run id", title=f"best priors in {experiment!r} "
+                  f"(ranked by {metric}, lower is better)")
+    for r in rows:
+        table.add_row(str(r["group"]), str(r["rank"]), *(f"{r[m]:.4f}" if r[m] is not None
+                                                         else "-" for m in SHOWN),
+                      str(r["seed"]), r["run_id"])
+    console.print(table)
+
+
 @priors_app.command("plot")
 def priors_plot(
     family: Annotated[str, typer.Argument(help="Prior family name.")],

@@ -155,6 +155,24 @@ def test_a_real_sweep_records_every_trial_in_mlflow(tmp_path, ray_local):
         assert r.data.params["optuna.prior"] == r.data.tags["family"]
     assert res.trials == 4 + len(seeds) and res.failed == 0
 
+    # priors best: the table/JSON agree with the recorded runs
+    import json
+
+    from flowtopo.pipeline.best import best_priors
+
+    rows = best_priors("t1", tracking_uri=uri, top=10)
+    trials = [r for r in runs if r.data.tags.get("flowtopo.kind") == "trial"]
+    for fam in families:
+        mine = sorted(r.data.metrics["best_adv_loss"] for r in trials
+                      if r.data.tags["family"] == fam)
+        got = [row["best_adv_loss"] for row in rows if row["group"] == fam]
+        assert got == mine
+    out = subprocess.run([sys.executable, "-m", "flowtopo.cli", "priors", "best", "--experiment",
+                          "t1", "--tracking-uri", uri, "--json", "--top", "10"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    assert [r["run_id"] for r in json.loads(out.stdout)] == [r["run_id"] for r in rows]
+
 
 @pytest.mark.integration
 def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, ray_local):
