@@ -25,20 +25,22 @@ def best_priors(experiment: str, *, tracking_uri: str | None = None,
 
     Raises:
         InputError: unknown experiment, metric or grouping.
+
     """
     import mlflow
 
     from flowtopo.tracking import resolve_tracking_uri
 
     if metric not in SUMMARY_METRICS:
-        raise InputError(f"unknown ranking metric {metric!r}; valid: {', '.join(SUMMARY_METRICS)}")
+        raise InputError(f"unknown ranking metric {metric!r}; valid: "
+                         f"{', '.join(SUMMARY_METRICS)}")
     if by not in ("family", "dataset"):
         raise InputError(f"--by must be family or dataset, got {by!r}")
     client = mlflow.MlflowClient(resolve_tracking_uri(tracking_uri))
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
-        names = [e.name for e in client.search_experiments()]
-        raise InputError(f"no MLflow experiment {experiment!r}; found: {', '.join(names) or 'none'}")
+        names = ", ".join(e.name for e in client.search_experiments()) or "none"
+        raise InputError(f"no MLflow experiment {experiment!r}; found: {names}")
     runs = client.search_runs(
         [exp.experiment_id],
         filter_string="attributes.status = 'FINISHED' and tags.`flowtopo.kind` = 'trial'",
