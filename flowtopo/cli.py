@@ -331,6 +331,10 @@ def sweep_run(
         res = run_sweep(spec, address=address, tracking_uri=tracking_uri, storage_path=storage,
                         callbacks=[RichProgress(bar, task, spec.metric, spec.mode)],
                         yaml_text=file.read_text())
+    if res.interrupted:
+        console.print(f"sweep {res.sweep_id} interrupted; continue with: flowtopo sweep "
+                      f"resume {res.storage_path}", soft_wrap=True, highlight=False)
+        raise typer.Exit(130)
     table = Table("field", "value", title=f"sweep {res.sweep_id}")
     table.add_row("trials (search + seeds)", str(res.trials))
     table.add_row("failed", str(res.failed))
@@ -341,6 +345,64 @@ def sweep_run(
     table.add_row("MLflow", f"{res.tracking_uri} (experiment {res.experiment!r})")
     table.add_row("Ray Tune results", res.storage_path)
     console.print(table)
+
+
+AddressOption = Annotated[str, typer.Option(help="Ray dashboard address, http://HEAD:8265.",
+                                            envvar="RAY_DASHBOARD_ADDRESS")]
+TokenOption = Annotated[str | None, typer.Option(help="Ray auth token (default: RAY_AUTH_TOKEN, "
+                                                      "RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token).")]
+
+
+@sweep_app.command("submit")
+def sweep_submit(
+    file: Annotated[Path, typer.Argument(help="Sweep YAML.")],
+    address: AddressOption,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    storage: Annotated[str | None, typer.Option(help="Ray Tune results folder on the "
+                                                     "cluster (shared storage).")] = None,
+    token: TokenOption = None,
+) -> None:
+    """Submit a sweep to a Ray cluster as a Ray Job; print its submission id."""
+    from flowtopo.sweep import jobs
+
+    console.print(jobs.submit(file, address, tracking_uri=tracking_uri, storage=storage,
+                              token=token))
+
+
+@sweep_app.command("status")
+def sweep_status(job_id: str, address: AddressOption, token: TokenOption = None) -> None:
+    """Print a submitted sweep's status (PENDING, RUNNING, STOPPED, SUCCEEDED, FAILED)."""
+    from flowtopo.sweep import jobs
+
+    console.print(jobs.status(job_id, address, token))
+
+
+@sweep_app.command("logs")
+def sweep_logs(job_id: str, address: AddressOption, token: TokenOption = None) -> None:
+    """Print a submitted sweep's logs."""
+    from flowtopo.sweep import jobs
+
+    sys.stdout.write(jobs.logs(job_id, address, token))
+
+
+@sweep_app.command("stop")
+def sweep_stop(job_id: str, address: AddressOption, token: TokenOption = None) -> None:
+    """Stop a submitted sweep (SIGINT: Ray Tune saves state for `sweep resume`)."""
+    from flowtopo.sweep import jobs
+
+    console.print("stopping" if jobs.stop(job_id, address, token) else "not running")
+
+
+@sweep_app.command("resume")
+def sweep_resume(
+    path: Annotated[Path, typer.Argument(help="The sweep's Ray Tune folder (STORAGE/SWEEP_ID).")],
+) -> None:
+    """Continue an interrupted sweep; finished trials are not rerun."""
+    from flowtopo.sweep.runner import resume_sweep
+
+    res = resume_sweep(path)
+    console.print(f"sweep {res.sweep_id}: {res.trials} trials, {res.failed} failed"
+                  + (" (interrupted again)" if res.interrupted else ""))
 
 
 def main() -> None:

@@ -205,3 +205,48 @@ def test_sweep_run_cli_end_to_end(tmp_path):
     assert "trials (search + seeds)" in res.stdout and "best val_adv_loss" in res.stdout
     _, runs = runs_of(f"sqlite:///{tmp_path / 'm.db'}", "cli")
     assert sum(r.data.tags.get("flowtopo.kind") == "trial" for r in runs) == 2
+
+
+def finished_trials(uri, experiment):
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return [r for r in client.search_runs([exp.experiment_id], max_results=1000)
+            if r.data.tags.get("flowtopo.kind") == "trial" and r.info.status == "FINISHED"]
+
+
+@pytest.mark.integration
+def test_a_stopped_sweep_resumes_without_rerunning_finished_trials(tmp_path):
+    import signal
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "seeds": 1, "max_concurrent_trials": 1,
+                                    "train": {"epochs": 12},
+                                    "mlflow": {"experiment": "resume", "tracking_uri": uri}}))
+    proc = subprocess.Popen([sys.executable, "-m", "flowtopo.cli", "sweep", "run", str(path),
+                             "--storage", str(tmp_path / "ray")], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and not finished_trials(uri, "resume"):
+        time.sleep(1)
+    before = {r.data.tags["trial_id"] for r in finished_trials(uri, "resume")}
+    assert before, "no trial finished before the deadline"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    before = {r.data.tags["trial_id"] for r in finished_trials(uri, "resume")}
+    assert len(before) < 4, "the sweep finished before it could be stopped"
+    assert "flowtopo sweep resume" in out
+    (sweep_dir,) = [p.parent for p in (tmp_path / "ray").glob("*/flowtopo-sweep.json")]
+    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "resume",
+                          str(sweep_dir)], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stdout[-1500:] + res.stderr[-1500:]
+    done = finished_trials(uri, "resume")
+    ids = [r.data.tags["trial_id"] for r in done]
+    assert len(set(ids)) == 4 and len(ids) == 4  # every trial finished exactly once
+    assert before <= set(ids)

@@ -28,6 +28,7 @@ class SweepResult:
     trials: int = 0
     failed: int = 0
     best: dict[str, Any] = field(default_factory=dict)
+    interrupted: bool = False
 
 
 def make_sampler(spec: SweepSpec) -> Any:
@@ -51,12 +52,35 @@ def trainable_for(spec: SweepSpec) -> Any:
                                              "gpu": spec.resources.gpu})
 
 
+CONTEXT_FILE = "flowtopo-sweep.json"
+
+
+def _init_ray(address: str | None, uri: str) -> None:
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    quiet = {"log_to_driver": False, "configure_logging": False}
+    if address or os.environ.get("RAY_ADDRESS"):  # a cluster, or a Ray Job's own driver
+        ray.init(address=address, runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": uri}},
+                 **quiet)
+    else:  # embedded default: a local Ray sized to the machine
+        ray.init(include_dashboard=False, **quiet)
+
+
 def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str | None = None,
               storage_path: str | Path | None = None, callbacks: list[Any] | None = None,
               yaml_text: str | None = None) -> SweepResult:
-    """Run ``spec`` to the end and return a summary (see module docstring)."""
+    """Run ``spec`` to the end and return a summary (see module docstring).
+
+    The sweep's context (spec, MLflow ids) is written beside its Ray Tune results as
+    ``flowtopo-sweep.json``, so `resume_sweep` can continue an interrupted sweep.
+    """
+    import json
+
     import mlflow
-    import ray
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
@@ -74,16 +98,14 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     if yaml_text:
         client.log_text(pid, yaml_text, "sweep.yaml")
     client.log_dict(pid, spec.model_dump(mode="json"), "sweep.json")
-    address = address or spec.ray_address
-    if not ray.is_initialized():
-        env = {"env_vars": {"MLFLOW_TRACKING_URI": uri}}
-        ray.init(address=address, runtime_env=env if address else None,
-                 include_dashboard=False, log_to_driver=False,
-                 configure_logging=False) if address else ray.init(
-                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+    _init_ray(address or spec.ray_address, uri)
     runtime = {"tracking_uri": uri, "experiment_id": exp_id, "sweep_id": sweep_id,
                "parent_run_id": pid, "phase": "search"}
     spec_json = spec.model_dump(mode="json")
+    exp_dir = Path(storage) / sweep_id
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    (exp_dir / CONTEXT_FILE).write_text(json.dumps({"spec": spec_json, "runtime": runtime,
+                                                    "storage": storage}, indent=2))
     searcher = OptunaSearch(space=functools.partial(define_space, spec=spec_json,
                                                     runtime=runtime),
                             metric=spec.metric, mode=spec.mode, sampler=make_sampler(spec),
@@ -95,9 +117,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
         epochs = int(spec.train.get("epochs", 100))
         scheduler = ASHAScheduler(metric=spec.metric, mode=spec.mode, time_attr="epoch",
                                   max_t=epochs, grace_period=max(1, epochs // 5))
-    trainable = trainable_for(spec)
     tuner = tune.Tuner(
-        trainable,
+        trainable_for(spec),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                     num_samples=spec.num_samples,
                                     max_concurrent_trials=spec.max_concurrent_trials),
@@ -105,14 +126,72 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
             name=sweep_id, storage_path=storage, verbose=0, callbacks=callbacks or [],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures,
                                               fail_fast=spec.fail_fast)))
-    results = tuner.fit()
-    n_trials = len(results)
-    n_failed = sum(1 for r in results if r.error is not None)
+    return _finish(tuner.fit(), spec, runtime, storage, callbacks)
+
+
+def resume_sweep(path: str | Path, *, callbacks: list[Any] | None = None) -> SweepResult:
+    """Continue an interrupted sweep from its Ray Tune folder (``STORAGE/SWEEP_ID``).
+
+    Finished trials are not rerun (``Tuner.restore``); trials cut off mid-way restart, and
+    their orphaned MLflow runs are closed as KILLED.
+
+    Raises:
+        InputError: the folder is not a flowtopo sweep.
+
+    """
+    import json
+
+    import mlflow
+    from ray import tune
+
+    from flowtopo.errors import InputError
+
+    p = Path(path).resolve()
+    ctx_file = p / CONTEXT_FILE
+    if not ctx_file.is_file():
+        raise InputError(f"{p}: not a flowtopo sweep folder (no {CONTEXT_FILE})")
+    ctx = json.loads(ctx_file.read_text())
+    spec = SweepSpec.model_validate(ctx["spec"])
+    runtime = ctx["runtime"]
+    client = mlflow.MlflowClient(runtime["tracking_uri"])
+    stale = client.search_runs(
+        [runtime["experiment_id"]],
+        filter_string=f"tags.sweep_id = '{runtime['sweep_id']}' and attributes.status = "
+                      "'RUNNING' and tags.`flowtopo.kind` = 'trial'")
+    for r in stale:
+        client.set_tag(r.info.run_id, "error", "interrupted; the trial restarts on resume")
+        client.set_terminated(r.info.run_id, "KILLED")
+    _init_ray(spec.ray_address, runtime["tracking_uri"])
+    tuner = tune.Tuner.restore(str(p), trainable=trainable_for(spec), resume_unfinished=True,
+                               resume_errored=False)
+    return _finish(tuner.fit(), spec, runtime, ctx["storage"], callbacks)
+
+
+def interrupted(results: Any) -> bool:
+    """True when some trial neither finished nor failed (the sweep was stopped)."""
+    return any(r.error is None and not (r.metrics or {}).get("done", False) for r in results)
+
+
+def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str,
+            callbacks: list[Any] | None) -> SweepResult:
+    """Seeds phase and the sweep summary, unless the search was interrupted."""
+    import mlflow
+    from ray import tune
+
+    sweep_id, pid = runtime["sweep_id"], runtime["parent_run_id"]
+    client = mlflow.MlflowClient(runtime["tracking_uri"])
+    out = SweepResult(sweep_id, spec.mlflow.experiment, runtime["tracking_uri"],
+                      str(Path(storage) / sweep_id), pid, len(results),
+                      sum(1 for r in results if r.error is not None))
+    if interrupted(results):
+        out.interrupted = True
+        return out
     best_per_family = _best_per_family(results, spec)
     if spec.seeds > 1 and best_per_family:
-        seeds_runtime = {**runtime, "phase": "seeds"}
-        configs = [{**params, "sweep": spec_json, "runtime": seeds_runtime, "seed": s}
-                   for params in best_per_family.values() for s in range(1, spec.seeds)]
+        spec_json = spec.model_dump(mode="json")
+        configs = [{**params, "sweep": spec_json, "runtime": {**runtime, "phase": "seeds"},
+                    "seed": s} for params in best_per_family.values()
+                   for s in range(1, spec.seeds)]
         replica = tune.Tuner(
             _unpack_trainable(spec),
             param_space={"cfg": tune.grid_search(configs)},
@@ -122,23 +201,21 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
                 callbacks=callbacks or [],
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures)))
         seed_results = replica.fit()
-        n_trials += len(seed_results)
-        n_failed += sum(1 for r in seed_results if r.error is not None)
-    best = {}
+        out.trials += len(seed_results)
+        out.failed += sum(1 for r in seed_results if r.error is not None)
     try:
         b = results.get_best_result(metric=spec.metric, mode=spec.mode, filter_nan_and_inf=True)
-        best = {"metric": spec.metric, "value": b.metrics.get(spec.metric),
-                "config": {k: v for k, v in b.config.items() if k not in ("runtime",)},
-                "mlflow_run_id": b.metrics.get("mlflow_run_id")}
+        out.best = {"metric": spec.metric, "value": b.metrics.get(spec.metric),
+                    "config": {k: v for k, v in b.config.items() if k not in ("runtime",)},
+                    "mlflow_run_id": b.metrics.get("mlflow_run_id")}
     except RuntimeError:
         pass
-    for key, v in (("trials", n_trials), ("failed_trials", n_failed)):
+    for key, v in (("trials", out.trials), ("failed_trials", out.failed)):
         client.log_metric(pid, key, v)
-    if best.get("value") is not None:
-        client.log_metric(pid, f"best_{spec.metric}", float(best["value"]))
+    if out.best.get("value") is not None:
+        client.log_metric(pid, f"best_{spec.metric}", float(out.best["value"]))
     client.set_terminated(pid, "FINISHED")
-    return SweepResult(sweep_id, spec.mlflow.experiment, uri, str(Path(storage) / sweep_id),
-                       pid, n_trials, n_failed, best)
+    return out
 
 
 def _best_per_family(results: Any, spec: SweepSpec) -> dict[str, dict[str, Any]]:
