@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -87,8 +88,15 @@ def submit(file: Path, address: str, *, tracking_uri: str | None = None,
     sid = f"flowtopo-{spec.name}-{uuid.uuid4().hex[:8]}"
     env = {"MLFLOW_TRACKING_URI": uri, "RAY_JOB_STOP_SIGNAL": "SIGINT"}
     try:
-        return _call(address, jc.submit_job, entrypoint=" ".join(cmd), submission_id=sid,
-                     runtime_env={"working_dir": str(work), "env_vars": env})
+        deadline = time.monotonic() + 60
+        while True:  # a head that has just started has no job agent for a few seconds
+            try:
+                return jc.submit_job(entrypoint=" ".join(cmd), submission_id=sid,
+                                     runtime_env={"working_dir": str(work), "env_vars": env})
+            except Exception as err:
+                if "No available agent" not in str(err) or time.monotonic() > deadline:
+                    raise InputError(_explain(address, err)) from None
+                time.sleep(2)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -63,9 +63,11 @@ def _init_ray(address: str | None, uri: str) -> None:
     if ray.is_initialized():
         return
     quiet = {"log_to_driver": False, "configure_logging": False}
-    if address or os.environ.get("RAY_ADDRESS"):  # a cluster, or a Ray Job's own driver
+    if address:  # a cluster: workers get the tracking URI through the runtime environment
         ray.init(address=address, runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": uri}},
                  **quiet)
+    elif os.environ.get("RAY_ADDRESS"):  # a Ray Job's driver: the job's runtime env applies
+        ray.init(**quiet)
     else:  # embedded default: a local Ray sized to the machine
         ray.init(include_dashboard=False, **quiet)
 

@@ -1,0 +1,96 @@
+"""A real Ray head (`ray start --head`), the Jobs API and its token authentication."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from flowtopo.errors import InputError
+
+pytestmark = pytest.mark.integration
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory):
+    """A Ray head on loopback with its own temp dir; stopped by killing only its processes."""
+    tmp = tmp_path_factory.mktemp("rayhead")
+    temp_dir = Path("/tmp") / f"rayjobs-{os.getpid()}"  # short: Ray's socket paths are limited
+    port, dash = free_port(), free_port()
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    ray = str(Path(sys.executable).parent / "ray")
+    ports = {name: free_port() for name in (
+        "dashboard-agent-listen-port", "dashboard-agent-grpc-port", "node-manager-port",
+        "object-manager-port", "metrics-export-port", "runtime-env-agent-port",
+        "ray-client-server-port")}
+    subprocess.run([ray, "start", "--head", f"--port={port}", f"--dashboard-port={dash}",
+                    "--dashboard-host=127.0.0.1", "--node-ip-address=127.0.0.1",
+                    "--disable-usage-stats", "--num-cpus=2", f"--temp-dir={temp_dir}",
+                    *(f"--{k}={v}" for k, v in ports.items())],
+                   check=True, env=env, capture_output=True, timeout=180)
+    yield {"address": f"http://127.0.0.1:{dash}", "tmp": tmp}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if str(temp_dir).encode() in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
+        except (OSError, ValueError):
+            pass
+
+
+def test_submit_status_logs_through_the_jobs_api(head):
+    from flowtopo.sweep import jobs
+
+    tmp = head["tmp"]
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    sweep = {"name": "jobs", "dataset": {"name": "hierarchical", "options": {"n": 400}},
+             "model": {"k": 2, "flow": {"name": "coupling", "params": {"layers": 2}}},
+             "search": {"priors": {"gaussian": {}}, "batch_size": [128]},
+             "train": {"epochs": 2}, "seeds": 1, "num_samples": 1,
+             "mlflow": {"experiment": "jobs"}}
+    path = tmp / "jobs.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    job_id = jobs.submit(path, head["address"], tracking_uri=uri, storage=str(tmp / "ray"))
+    assert job_id.startswith("flowtopo-jobs-")
+    deadline = time.time() + 400
+    state = jobs.status(job_id, head["address"])
+    while state in ("PENDING", "RUNNING") and time.time() < deadline:
+        time.sleep(2)
+        state = jobs.status(job_id, head["address"])
+    assert state == "SUCCEEDED", jobs.logs(job_id, head["address"])[-3000:]
+    assert "trials (search + seeds)" in jobs.logs(job_id, head["address"])
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("jobs").experiment_id])
+    assert any(r.data.tags.get("flowtopo.kind") == "trial" and r.info.status == "FINISHED"
+               for r in runs)
+
+
+def test_a_wrong_or_missing_token_is_refused(head, monkeypatch):
+    from flowtopo.sweep import jobs
+
+    with pytest.raises(InputError, match="refused"):
+        jobs.status("x", head["address"], token="wrong-token")
+    monkeypatch.setenv("HOME", str(head["tmp"]))  # no ~/.ray/auth_token there
+    monkeypatch.delenv("RAY_AUTH_TOKEN", raising=False)
+    monkeypatch.delenv("RAY_AUTH_TOKEN_PATH", raising=False)
+    with pytest.raises(InputError, match="refused"):
+        jobs.status("x", head["address"])
+
+
+def test_cli_status_of_an_unknown_job_is_one_line(head):
+    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "status", "nope",
+                          "--address", head["address"]], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
