@@ -68,8 +68,9 @@ def _init_ray(address: str | None, uri: str) -> None:
                  **quiet)
     elif os.environ.get("RAY_ADDRESS"):  # a Ray Job's driver: the job's runtime env applies
         ray.init(**quiet)
-    else:  # embedded default: a local Ray sized to the machine
-        ray.init(include_dashboard=False, **quiet)
+    else:  # embedded default: a NEW local Ray sized to the machine ("local": never attach to
+        # a cluster that `ray start` once recorded in /tmp/ray, which may be long gone)
+        ray.init(address="local", include_dashboard=False, **quiet)
 
 
 def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str | None = None,
