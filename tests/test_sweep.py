@@ -250,3 +250,29 @@ def test_a_stopped_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     ids = [r.data.tags["trial_id"] for r in done]
     assert len(set(ids)) == 4 and len(ids) == 4  # every trial finished exactly once
     assert before <= set(ids)
+
+
+@pytest.mark.integration
+def test_asha_stops_trials_early_and_the_record_says_so(tmp_path, ray_local):
+    from flowtopo.sweep.runner import run_sweep
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    spec = SweepSpec.model_validate({
+        **TINY, "seeds": 1, "num_samples": 6, "scheduler": "asha", "train": {"epochs": 10},
+        "search": {**TINY["search"], "lr": [0.0001, 0.01]},
+        "mlflow": {"experiment": "asha", "tracking_uri": uri}})
+    res = run_sweep(spec, storage_path=tmp_path / "ray")
+    client, runs = runs_of(uri, "asha")
+    trials = [r for r in runs if r.data.tags.get("flowtopo.kind") == "trial"]
+    assert len(trials) == 6 and res.failed == 0
+    stopped = [r for r in trials if r.info.status == "KILLED"]
+    done = [r for r in trials if r.info.status == "FINISHED"]
+    assert stopped and done and len(stopped) + len(done) == 6
+    for r in stopped:
+        assert r.data.tags["stopped_early"].startswith("by the scheduler")
+        assert len(client.get_metric_history(r.info.run_id, "val_nll")) < 10
+        assert "best_adv_loss" in r.data.metrics
+    for r in done:
+        assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {"checkpoint",
+                                                                            "latent.png"}
+    assert res.best["mlflow_run_id"] in {r.info.run_id for r in trials}

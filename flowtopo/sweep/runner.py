@@ -117,9 +117,10 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     if spec.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
 
-        epochs = int(spec.train.get("epochs", 100))
-        scheduler = ASHAScheduler(metric=spec.metric, mode=spec.mode, time_attr="epoch",
-                                  max_t=epochs, grace_period=max(1, epochs // 5))
+        epochs = int(spec.train.get("epochs", 100))  # one report per epoch + a final one
+        scheduler = ASHAScheduler(metric=spec.metric, mode=spec.mode,
+                                  time_attr="training_iteration", max_t=epochs + 1,
+                                  grace_period=max(1, epochs // 5))
     tuner = tune.Tuner(
         trainable_for(spec),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
@@ -157,17 +158,22 @@ def resume_sweep(path: str | Path, *, callbacks: list[Any] | None = None) -> Swe
     spec = SweepSpec.model_validate(ctx["spec"])
     runtime = ctx["runtime"]
     client = mlflow.MlflowClient(runtime["tracking_uri"])
+    _close_orphans(client, runtime, "interrupted; the trial restarts on resume")
+    _init_ray(spec.ray_address, runtime["tracking_uri"])
+    tuner = tune.Tuner.restore(str(p), trainable=trainable_for(spec), resume_unfinished=True,
+                               resume_errored=False)
+    return _finish(tuner.fit(), spec, runtime, ctx["storage"], callbacks)
+
+
+def _close_orphans(client: Any, runtime: dict[str, Any], why: str) -> None:
+    """Close trial runs of this sweep left RUNNING (a stopped trial's thread was cut off)."""
     stale = client.search_runs(
         [runtime["experiment_id"]],
         filter_string=f"tags.sweep_id = '{runtime['sweep_id']}' and attributes.status = "
                       "'RUNNING' and tags.`flowtopo.kind` = 'trial'")
     for r in stale:
-        client.set_tag(r.info.run_id, "error", "interrupted; the trial restarts on resume")
+        client.set_tag(r.info.run_id, "stopped_early", why)
         client.set_terminated(r.info.run_id, "KILLED")
-    _init_ray(spec.ray_address, runtime["tracking_uri"])
-    tuner = tune.Tuner.restore(str(p), trainable=trainable_for(spec), resume_unfinished=True,
-                               resume_errored=False)
-    return _finish(tuner.fit(), spec, runtime, ctx["storage"], callbacks)
 
 
 def interrupted(results: Any) -> bool:
@@ -189,6 +195,7 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
     if interrupted(results):
         out.interrupted = True
         return out
+    _close_orphans(client, runtime, "stopped by the scheduler")
     best_per_family = _best_per_family(results, spec)
     if spec.seeds > 1 and best_per_family:
         spec_json = spec.model_dump(mode="json")
@@ -208,9 +215,14 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
         out.failed += sum(1 for r in seed_results if r.error is not None)
     try:
         b = results.get_best_result(metric=spec.metric, mode=spec.mode, filter_nan_and_inf=True)
+        run_id = b.metrics.get("mlflow_run_id")
+        if run_id is None:  # stopped early: no final report; find its run by trial id
+            found = client.search_runs([runtime["experiment_id"]], filter_string=(
+                f"tags.sweep_id = '{sweep_id}' and tags.trial_id = '{b.metrics.get('trial_id')}'"))
+            run_id = found[0].info.run_id if found else None
         out.best = {"metric": spec.metric, "value": b.metrics.get(spec.metric),
                     "config": {k: v for k, v in b.config.items() if k not in ("runtime",)},
-                    "mlflow_run_id": b.metrics.get("mlflow_run_id")}
+                    "mlflow_run_id": run_id}
     except RuntimeError:
         pass
     for key, v in (("trials", out.trials), ("failed_trials", out.failed)):

@@ -39,6 +39,7 @@ def train_trial(config: dict[str, Any]) -> None:
         "sweep_id": rt["sweep_id"], "trial_id": trial_id, "seed": str(seed),
         "dataset": spec.dataset.name, "phase": rt.get("phase", "search")})
     run_id = run.info.run_id
+    history: list[dict[str, float]] = []
     try:
         ts = resolve(params, spec, seed, os.path.join(trial_dir, "checkpoint"), device)
         client.set_tag(run_id, "family", ts.model.prior.name)
@@ -48,6 +49,7 @@ def train_trial(config: dict[str, Any]) -> None:
         model = build_model(ts.model, ds.dim, seed)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+            history.append(metrics)
             now = int(time.time() * 1000)
             client.log_batch(run_id, metrics=[Metric(k, float(v), now, epoch)
                                               for k, v in metrics.items()])
@@ -66,12 +68,34 @@ def train_trial(config: dict[str, Any]) -> None:
         _latent_picture(result.model, ds, os.path.join(trial_dir, "latent.png"))
         client.log_artifact(run_id, os.path.join(trial_dir, "latent.png"))
         client.set_terminated(run_id, "FINISHED")
-        tune.report({**result.best, "epoch": result.best_epoch, "mlflow_run_id": run_id},
-                    checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
+    except SystemExit:  # Ray stops a trial (scheduler, e.g. ASHA) by raising SystemExit in it
+        _stopped_early(client, run_id, history)
+        raise
     except BaseException as err:
         client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:4000])
         client.set_terminated(run_id, "FAILED")
         raise
+    try:  # the final report carries the checkpoint; the run is complete and recorded
+        tune.report({**result.best, "epoch": result.best_epoch, "mlflow_run_id": run_id},
+                    checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
+    except SystemExit:  # a scheduler stopping the trial at its budget: nothing left to do
+        return
+
+
+def _stopped_early(client: Any, run_id: str, history: list[dict[str, float]]) -> None:
+    """Close the run of a trial the scheduler stopped: KILLED, with best-so-far summaries."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    summary = {}
+    for key in ("val_adv_loss", "val_nll", "val_c2st", "val_recon", "val_noise_kl"):
+        vals = [h[key] for h in history if key in h]
+        if vals:
+            summary[f"best_{key.removeprefix('val_')}"] = float(min(vals))
+    if summary:
+        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
+    client.set_tag(run_id, "stopped_early", f"by the scheduler after {len(history)} epochs")
+    client.set_terminated(run_id, "KILLED")
 
 
 def _latent_picture(model: Any, ds: Any, path: str) -> None:
