@@ -33,6 +33,7 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.flows
 	$(BIN)/python -m benchmarks.topology
+	$(BIN)/python -m benchmarks.alignment
 
 clean:
 	rm -rf $(VENV) flowtopo-runs .pytest_cache
