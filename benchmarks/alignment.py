@@ -63,14 +63,17 @@ def run_method(method: str, src, tgt, zs, zt, labels) -> dict[str, float]:  # no
 
 
 def table(rows: dict[str, list[dict[str, float]]]) -> None:
-    print("| method | R² | top-1 | MRR | label transfer | seconds | success (R² ≥ 0.9) |")
-    print("|---|---|---|---|---|---|---|")
+    print("| method | R² | top-1 | MRR | label transfer | seconds | success (R² ≥ 0.9) | "
+          "errors |")
+    print("|---|---|---|---|---|---|---|---|")
+    keys = ("r2", "top1", "mrr", "label_transfer", "seconds")
     for method, rs in rows.items():
-        med = {k: float(np.nanmedian([r[k] for r in rs])) for k in rs[0]}
-        ok = np.mean([r["r2"] >= 0.9 for r in rs])
+        med = {k: float(np.nanmedian([r[k] for r in rs])) for k in keys}
+        ok = np.mean([r["r2"] >= 0.9 for r in rs])  # NaN (an error) counts as a failure
+        errors = sum(np.isnan(r["r2"]) for r in rs)
         name = method + (" (supervised)" if method == "oracle" else "")
         print(f"| {name} | {med['r2']:.4f} | {med['top1']:.3f} | {med['mrr']:.3f} | "
-              f"{med['label_transfer']:.3f} | {med['seconds']:.2f} | {ok:.0%} |")
+              f"{med['label_transfer']:.3f} | {med['seconds']:.2f} | {ok:.0%} | {errors} |")
 
 
 def digits_pairs(epochs: int) -> None:

@@ -94,3 +94,24 @@ def test_cli_status_of_an_unknown_job_is_one_line(head):
                           "--address", head["address"]], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_stop_a_running_sweep_job(head):
+    from flowtopo.sweep import jobs
+
+    tmp = head["tmp"]
+    sweep = {"name": "long", "dataset": {"name": "hierarchical", "options": {"n": 2000}},
+             "model": {"k": 2}, "search": {"priors": {"gaussian": {}}},
+             "train": {"epochs": 500, "patience": 500}, "seeds": 1, "num_samples": 4,
+             "mlflow": {"experiment": "long"}}
+    path = tmp / "long.yaml"
+    path.write_text(yaml.safe_dump(sweep))
+    uri = f"sqlite:///{tmp / 'long.db'}"
+    job_id = jobs.submit(path, head["address"], tracking_uri=uri, storage=str(tmp / "ray2"))
+    deadline = time.time() + 300
+    while jobs.status(job_id, head["address"]) != "RUNNING" and time.time() < deadline:
+        time.sleep(1)
+    assert jobs.stop(job_id, head["address"]) is True
+    while jobs.status(job_id, head["address"]) == "RUNNING" and time.time() < deadline:
+        time.sleep(1)
+    assert jobs.status(job_id, head["address"]) == "STOPPED"
