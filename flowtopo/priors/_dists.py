@@ -16,6 +16,13 @@ from flowtopo.priors._radial import log_shell_normaliser, sample_radius, uniform
 _LOG_2PI = math.log(2 * math.pi)
 
 
+def _gaussian_rest_log_prob(rest: torch.Tensor, w: float) -> torch.Tensor | float:
+    """``log N(rest; 0, w² I)`` summed over the last dim (0 when there are no such dims)."""
+    if not rest.shape[-1]:
+        return 0.0
+    return -0.5 * (rest / w).pow(2).sum(-1) - rest.shape[-1] * (math.log(w) + 0.5 * _LOG_2PI)
+
+
 def _n(sample_shape: torch.Size | tuple[int, ...]) -> int:
     return int(torch.Size(sample_shape).numel())
 
@@ -78,11 +85,7 @@ class Shell(_Base):
         """Log density, (..., k) -> (...)."""
         rho = value[..., : self.m].norm(dim=-1)
         out = -0.5 * ((rho - self.r) / self.w) ** 2 - self.log_z
-        rest = value[..., self.m:]
-        if rest.shape[-1]:
-            out = out - 0.5 * (rest / self.w).pow(2).sum(-1) - rest.shape[-1] * (
-                math.log(self.w) + 0.5 * _LOG_2PI)
-        return out
+        return out + _gaussian_rest_log_prob(value[..., self.m:], self.w)
 
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         """Exact samples (radius by inverse CDF on a fine grid), (*sample_shape, k)."""
@@ -117,11 +120,7 @@ class Torus(_Base):
         s = value[..., :2].norm(dim=-1)
         d = torch.sqrt((s - self.big_r) ** 2 + value[..., 2] ** 2)
         out = -0.5 * ((d - self.r) / self.w) ** 2 - self.log_z
-        rest = value[..., 3:]
-        if rest.shape[-1]:
-            out = out - 0.5 * (rest / self.w).pow(2).sum(-1) - rest.shape[-1] * (
-                math.log(self.w) + 0.5 * _LOG_2PI)
-        return out
+        return out + _gaussian_rest_log_prob(value[..., 3:], self.w)
 
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         """Exact samples, (*sample_shape, k)."""

@@ -276,6 +276,14 @@ def density_tree(
             node_of[root] = nid
         return node_of[root]
 
+    def merge(elder_root: int, young_root: int, level: float) -> None:
+        """A significant merge: a new inner node over the two components' nodes."""
+        young, elder = node_for(young_root), node_for(elder_root)
+        nid = len(node_level)
+        node_level[nid] = level
+        children[nid] = [elder, young]
+        node_of[elder_root] = nid
+
     for a, b, lv in zip(ei.tolist(), ej.tolist(), e_lv.tolist(), strict=True):
         ra, rb = find(a), find(b)
         if ra == rb:
@@ -285,11 +293,7 @@ def density_tree(
         pers = float(f[peak[rb]]) - lv
         diagram.append((float(f[peak[rb]]), lv))
         if pers >= min_persistence and size[rb] >= min_size:
-            young, elder = node_for(rb), node_for(ra)
-            nid = len(node_level)
-            node_level[nid] = lv
-            children[nid] = [elder, young]
-            node_of[ra] = nid
+            merge(ra, rb, lv)
         else:
             absorbed_into[peak[rb]] = peak[ra]
         parent[rb] = ra
@@ -304,12 +308,8 @@ def density_tree(
     top = comps[0]
     for r in comps[1:]:
         if size[r] >= min_size:
-            young, elder = node_for(r), node_for(top)
             diagram.append((float(f[peak[r]]), lowest))
-            nid = len(node_level)
-            node_level[nid] = lowest
-            children[nid] = [elder, young]
-            node_of[top] = nid
+            merge(top, r, lowest)
         else:
             absorbed_into[peak[r]] = peak[top]
     root_node = node_for(top)
