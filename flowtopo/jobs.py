@@ -49,7 +49,12 @@ def run_train_spec(spec: TrainSpec,
     if spec.mlflow is not None:
         import mlflow
 
-        from flowtopo.tracking import ensure_experiment, flatten, resolve_tracking_uri
+        from flowtopo.tracking import (
+            ensure_experiment,
+            flatten,
+            log_metrics,
+            resolve_tracking_uri,
+        )
 
         uri = resolve_tracking_uri(spec.mlflow.tracking_uri)
         exp_id = ensure_experiment(uri, spec.mlflow.experiment)
@@ -62,8 +67,7 @@ def run_train_spec(spec: TrainSpec,
             client.log_param(run_id, key, v)
 
         def log(epoch: int, metrics: dict[str, float]) -> None:
-            for key, v in metrics.items():
-                client.log_metric(run_id, key, v, step=epoch)
+            log_metrics(client, run_id, metrics, step=epoch)
 
         callbacks.append(log)
 
@@ -84,8 +88,7 @@ def run_train_spec(spec: TrainSpec,
         "best_epoch": result.best_epoch, "test": result.test,
     })
     if run_id is not None:
-        for key, v in {**summary_metrics(result), **result.test}.items():
-            client.log_metric(run_id, key, v)
+        log_metrics(client, run_id, {**summary_metrics(result), **result.test})
         client.log_artifacts(run_id, str(ckpt), "checkpoint")
         client.set_terminated(run_id, "FINISHED")
     return TrainJobResult(result, ckpt, ds, run_id)

@@ -87,14 +87,17 @@ def parse_spec(text: str, model: type[M], source: str) -> M:
         InputError: one line naming ``source``, the key path, the line and the problem.
 
     """
+    loader = yaml.SafeLoader(text)  # one parse: the node tree (for line numbers) and its data
     try:
-        data = yaml.safe_load(text)
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = loader.get_single_node()
+        data = loader.construct_document(root) if root is not None else None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         problem = getattr(err, "problem", None) or str(err).splitlines()[0]
         raise InputError(f"{source}:{where}: invalid YAML ({problem})") from None
+    finally:
+        loader.dispose()
     if not isinstance(data, dict):
         raise InputError(f"{source}: expected a mapping of keys at the top, got "
                          f"{type(data).__name__}")

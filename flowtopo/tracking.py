@@ -54,6 +54,16 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
     return client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
 
 
+def log_metrics(client: Any, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    """Log ``metrics`` at ``step`` in ONE request (``log_batch``), not one call per metric."""
+    import time
+
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """Flatten nested dicts into ``a.b.c`` keys with string values (MLflow params)."""
     out: dict[str, str] = {}

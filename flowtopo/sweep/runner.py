@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flowtopo.sweep.spec import SweepSpec
+from flowtopo.sweep.trainable import RESERVED
 
 
 @dataclass
@@ -240,7 +241,7 @@ def _best_per_family(results: Any, spec: SweepSpec) -> dict[str, dict[str, Any]]
     for r in results:
         if r.error is not None or not r.metrics or spec.metric not in r.metrics:
             continue
-        params = {k: v for k, v in r.config.items() if k not in ("sweep", "runtime", "seed")}
+        params = {k: v for k, v in r.config.items() if k not in RESERVED}
         fam = params.get("prior")
         value = sign * float(r.metrics[spec.metric])
         if fam is not None and (fam not in best or value < best[fam][0]):

@@ -6,7 +6,6 @@ Module-level and importable, so Ray workers and ``Tuner.restore`` can find it.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 RESERVED = ("sweep", "runtime", "seed")
@@ -15,7 +14,6 @@ RESERVED = ("sweep", "runtime", "seed")
 def train_trial(config: dict[str, Any]) -> None:
     """The trainable: ``config`` holds Optuna's parameters, ``sweep``, ``runtime``, ``seed``."""
     import mlflow
-    from mlflow.entities import Metric
     from ray import tune
 
     from flowtopo.checkpoint import save_checkpoint
@@ -23,7 +21,7 @@ def train_trial(config: dict[str, Any]) -> None:
     from flowtopo.jobs import build_model, summary_metrics
     from flowtopo.sweep.space import resolve
     from flowtopo.sweep.spec import SweepSpec
-    from flowtopo.tracking import flatten
+    from flowtopo.tracking import flatten, log_metrics
     from flowtopo.train import train
 
     spec = SweepSpec.model_validate(config["sweep"])
@@ -50,9 +48,7 @@ def train_trial(config: dict[str, Any]) -> None:
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             history.append(metrics)
-            now = int(time.time() * 1000)
-            client.log_batch(run_id, metrics=[Metric(k, float(v), now, epoch)
-                                              for k, v in metrics.items()])
+            log_metrics(client, run_id, metrics, step=epoch)
             tune.report({**metrics, "epoch": epoch})
 
         result = train(model, ds.x_train, ds.x_test, ts.train, on_epoch=on_epoch)
@@ -60,10 +56,7 @@ def train_trial(config: dict[str, Any]) -> None:
             "dataset": ts.dataset.model_dump(mode="json"),
             "train": ts.train.model_dump(mode="json"), "best_epoch": result.best_epoch,
             "test": result.test, "sweep_id": rt["sweep_id"], "run_id": run_id})
-        now = int(time.time() * 1000)
-        summary = {**summary_metrics(result), **result.test}
-        client.log_batch(run_id, metrics=[Metric(k, float(v), now, 0)
-                                          for k, v in summary.items()])
+        log_metrics(client, run_id, {**summary_metrics(result), **result.test})
         client.log_artifacts(run_id, str(ckpt), "checkpoint")
         _latent_picture(result.model, ds, os.path.join(trial_dir, "latent.png"))
         client.log_artifact(run_id, os.path.join(trial_dir, "latent.png"))
@@ -84,16 +77,15 @@ def train_trial(config: dict[str, Any]) -> None:
 
 def _stopped_early(client: Any, run_id: str, history: list[dict[str, float]]) -> None:
     """Close the run of a trial the scheduler stopped: KILLED, with best-so-far summaries."""
-    from mlflow.entities import Metric
+    from flowtopo.tracking import log_metrics
 
-    now = int(time.time() * 1000)
     summary = {}
     for key in ("val_adv_loss", "val_nll", "val_c2st", "val_recon", "val_noise_kl"):
         vals = [h[key] for h in history if key in h]
         if vals:
             summary[f"best_{key.removeprefix('val_')}"] = float(min(vals))
     if summary:
-        client.log_batch(run_id, metrics=[Metric(k, v, now, 0) for k, v in summary.items()])
+        log_metrics(client, run_id, summary)
     client.set_tag(run_id, "stopped_early", f"by the scheduler after {len(history)} epochs")
     client.set_terminated(run_id, "KILLED")
 

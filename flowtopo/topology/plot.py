@@ -25,7 +25,9 @@ def draw_points(ax: Axes, tree: DensityTree, points: np.ndarray,
                 colours: dict[int, str] | None = None, title: str = "") -> None:
     """Points coloured by leaf basin; contours of the density for k = 2 when given."""
     colours = colours or leaf_colours(tree)
-    p, how = project_2d(points)
+    leaves = tree.leaves()
+    both, how = project_2d(np.vstack([points, [leaf.centroid for leaf in leaves]]))
+    p, centres = both[: len(points)], both[len(points):]
     ax.scatter(p[:, 0], p[:, 1], s=3, c=[colours.get(int(label), "#999999")
                                          for label in tree.labels], linewidths=0, alpha=0.7)
     if log_density is not None and points.shape[1] == 2:
@@ -35,9 +37,7 @@ def draw_points(ax: Axes, tree: DensityTree, points: np.ndarray,
         levels = sorted({n.level for n in tree.internal()} | {n.peak - 1 for n in tree.leaves()})
         ax.contour(gx, gy, ld, levels=[lv for lv in levels if np.isfinite(lv)][-12:],
                    colors="k", linewidths=0.5, alpha=0.6)
-    for leaf in tree.leaves():
-        c = project_2d(np.vstack([points, leaf.centroid[None]]))[0][-1] if points.shape[
-            1] > 2 else leaf.centroid
+    for leaf, c in zip(leaves, centres, strict=True):
         ax.annotate(str(leaf.id), c, fontsize=8, weight="bold")
     ax.set_title(title or f"basins by mode ({how})", fontsize=9)
     ax.set_aspect("equal", adjustable="datalim")
