@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import numpy as np
 import typer
@@ -126,13 +126,76 @@ def priors_best(
     if as_json:
         print_json(rows)
         return
-    table = Table(by, "rank", *SHOWN, "seed", "run id", title=f"best priors in {experiment!r} "
+    table = Table(by, "rank", *SHOWN, "seed", title=f"best priors in {experiment!r} "
                   f"(ranked by {metric}, lower is better)")
+    table.add_column("run id", overflow="fold", min_width=32)  # ids must stay copyable
     for r in rows:
         table.add_row(str(r["group"]), str(r["rank"]), *(f"{r[m]:.4f}" if r[m] is not None
                                                          else "-" for m in SHOWN),
                       str(r["seed"]), r["run_id"])
     console.print(table)
+
+
+@app.command("match")
+def match_cmd(
+    experiment: Annotated[str, typer.Option(help="MLflow experiment of the sweep.")],
+    runs: Annotated[list[str] | None, typer.Option("--runs", help="Run ids to match "
+                                                   "(repeatable); default: the best family's "
+                                                   "best runs.")] = None,
+    top: Annotated[int, typer.Option(help="Models of the best family to match.")] = 2,
+    family: Annotated[str | None, typer.Option(help="Match this family's best runs.")] = None,
+    method: Annotated[str, typer.Option(help="Alignment method.")] = "tree",
+    transform: Annotated[str, typer.Option(help="affine, linear, orthogonal, nonlinear.")] = (
+        "affine"),
+    baselines: Annotated[str, typer.Option(help="Comma-separated unsupervised baselines to "
+                                                "score beside it (e.g. gw,cluster_qap).")] = "",
+    metric: Annotated[str, typer.Option(help="Summary metric choosing the best runs.")] = (
+        "best_adv_loss"),
+    address: Annotated[str | None, typer.Option(help="Ray address (default: local Ray).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    json_out: Annotated[Path | None, typer.Option(help="Write the scores as JSON here.")] = None,
+    seed: Annotated[int, typer.Option(help="Seeds the halves and every random choice.")] = 0,
+) -> None:
+    """Align every pair of a sweep's models (one Ray task per pair), log the scores to MLflow."""
+    from flowtopo.pipeline.match import MatchConfig, run_match
+
+    cfg = MatchConfig(experiment=experiment, runs=runs, top=top, family=family, metric=metric,
+                      method=method, transform=transform,
+                      baselines=[b.strip() for b in baselines.split(",") if b.strip()],
+                      seed=seed, address=address, tracking_uri=tracking_uri, json_out=json_out)
+    summary = run_match(cfg, log=console.print)
+    print_match(summary)
+
+
+def print_match(summary: dict[str, Any]) -> None:
+    """The pairwise scores as rich tables."""
+    methods = list(summary["mean_r2"])
+    table = Table("source", "target", *(f"{m} R²" for m in methods), "top-1", "ambiguous",
+                  title=f"pairwise translation, paired test split (match run "
+                        f"{summary['parent_run_id']})")
+    for row in summary["pairs"]:
+        sc = row["scores"]
+        r2s = [f"{sc[m]['r2']:.3f}" if m in sc else "-" for m in methods]
+        top1 = sc.get(summary["method"], {}).get("top1")
+        table.add_row(row["source_name"], row["target_name"], *r2s,
+                      "-" if top1 is None else f"{top1:.3f}",
+                      row.get("error", str(row.get("ambiguous", "-")))[:60])
+    console.print(table)
+    for cyc in summary["cycles"]:
+        console.print(f"cycle {' -> '.join(cyc['cycle'])}: error {cyc['error']:.4f}")
+
+
+@app.command("report")
+def report_cmd(
+    experiment: Annotated[str, typer.Option(help="MLflow experiment of the sweep.")],
+    out: Annotated[Path, typer.Option(help="Folder for index.html and its pictures.")],
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+) -> None:
+    """Write a static HTML report: families, curves, matches, trees and what their nodes hold."""
+    from flowtopo.pipeline.report import build_report
+
+    page = build_report(experiment, out, tracking_uri=tracking_uri)
+    console.print(f"report: {page.resolve()} (open it in a browser; no server needed)")
 
 
 @priors_app.command("plot")
@@ -253,18 +316,13 @@ def demo_cmd(
     quick: Annotated[bool, typer.Option(help="Tiny budget (smoke test): 8 epochs, n=2000, "
                                              "no baselines.")] = False,
 ) -> None:
-    """The main job: train FlowAEs over prior families, rank them, match two seeds' latents."""
+    """The main job: a sweep over prior families, best priors, pairwise matching, report."""
     from flowtopo.pipeline.demo import DemoConfig, run_demo
 
     cfg = DemoConfig(families=[f.strip() for f in families.split(",") if f.strip()],
                      epochs=epochs, n=n, regularizer=regularizer, out=out)
     if quick:
         cfg.epochs, cfg.n, cfg.baselines = 8, 2000, []
-    from flowtopo.priors import PRIORS
-
-    bad = [f for f in cfg.families if f not in PRIORS]
-    if bad:
-        raise InputError(f"unknown prior family {bad[0]!r}; valid: {', '.join(PRIORS)}")
     if regularizer not in ("mle", "adversarial", "mmd", "swd"):
         raise InputError(f"unknown regularizer {regularizer!r}; valid: mle, adversarial, mmd, "
                          "swd")
@@ -282,12 +340,13 @@ def demo_cmd(
         scores.add_row(name, f"{sc['r2']:.3f}", f"{sc['top1']:.3f}", f"{sc['mrr']:.3f}",
                        f"{sc.get('label_transfer', float('nan')):.3f}")
     console.print(scores)
-    tree, oracle = summary["scores"].get("tree"), summary["scores"]["oracle"]
-    if tree is not None:
+    tree, oracle = summary["scores"].get("tree"), summary["scores"].get("oracle")
+    if tree is not None and oracle is not None:
         console.print(f"[bold]headline: tree matching R² {tree['r2']:.3f} vs oracle R² "
                       f"{oracle['r2']:.3f}[/bold] (no paired data used by tree matching)")
     else:
         console.print(f"[bold]headline: tree matching failed[/bold]: {summary['tree']['error']}")
+    console.print(f"report: {summary['report']}")
     console.print(f"outputs: {summary['out']} ({summary['seconds']:.0f} s)")
 
 
@@ -298,10 +357,13 @@ def sweep_validate(
 ) -> None:
     """Check a sweep YAML and print a few configurations drawn from its search space."""
     from flowtopo.specs import load_spec
-    from flowtopo.sweep.space import sample_configs
+    from flowtopo.sweep.space import check_grid, sample_configs
     from flowtopo.sweep.spec import SweepSpec
 
     spec = load_spec(file, SweepSpec)
+    grid = check_grid(spec)
+    if grid:
+        console.print(f"grid sampler: {grid} grid points")
     console.print(f"[green]valid[/green]: sweep {spec.name!r} on {spec.dataset.name}, "
                   f"{spec.num_samples} trials x families {list(spec.search.priors)}, "
                   f"{spec.seeds} seeds per family's best, metric {spec.metric} ({spec.mode})")
@@ -407,6 +469,9 @@ def sweep_resume(
 
 def main() -> None:
     """Console-script entry point."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep output tidy
     try:
         app()
     except InputError as err:

@@ -34,6 +34,10 @@ class NotIdentifiable(InputError):
     """The densities do not pin down the map (too few distinguishable clusters)."""
 
 
+def _article(word: str) -> str:
+    return "an" if word[0] in "aeiou" else "a"
+
+
 def _needed(kind: str, k: int) -> int:
     return k if kind == "linear" else k + 1
 
@@ -49,7 +53,8 @@ def _check_identifiable(ts: DensityTree, tt: DensityTree, pairs: list[tuple[int,
         raise NotIdentifiable(
             f"the map is not identifiable from the densities: source has "
             f"{len(ts.leaves())} mode(s), target {len(tt.leaves())}, and the {len(leaves)} "
-            f"matched clusters span only {rank} of {k_s} dims; a {kind} map needs "
+            f"matched clusters span only {rank} of {k_s} dims; {_article(kind)} {kind} map "
+            f"needs "
             f"{_needed(kind, k_s)} matched clusters in general position (an isotropic "
             "Gaussian, for one, is invariant under every rotation)")
 

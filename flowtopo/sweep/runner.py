@@ -39,7 +39,11 @@ def make_sampler(spec: SweepSpec) -> Any:
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=spec.seed)
     if spec.sampler == "grid":
-        return optuna.samplers.BruteForceSampler(seed=spec.seed)
+        import warnings
+
+        with warnings.catch_warnings():  # flagged experimental since optuna 3.1
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.BruteForceSampler(seed=spec.seed)
     return optuna.samplers.TPESampler(multivariate=True, group=True, seed=spec.seed)
 
 
@@ -56,7 +60,8 @@ def trainable_for(spec: SweepSpec) -> Any:
 CONTEXT_FILE = "flowtopo-sweep.json"
 
 
-def _init_ray(address: str | None, uri: str) -> None:
+def init_ray(address: str | None, uri: str) -> None:
+    """Connect to ``address`` (workers get ``MLFLOW_TRACKING_URI=uri``), or start a local Ray."""
     import os
 
     import ray
@@ -88,9 +93,10 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    from flowtopo.sweep.space import define_space
+    from flowtopo.sweep.space import check_grid, define_space
     from flowtopo.tracking import ensure_experiment, resolve_tracking_uri
 
+    check_grid(spec)
     uri = resolve_tracking_uri(tracking_uri or spec.mlflow.tracking_uri)
     exp_id = ensure_experiment(uri, spec.mlflow.experiment)  # on the driver, before trials
     storage = str(Path(storage_path or Path.cwd() / "flowtopo-runs" / "ray").resolve())
@@ -102,7 +108,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     if yaml_text:
         client.log_text(pid, yaml_text, "sweep.yaml")
     client.log_dict(pid, spec.model_dump(mode="json"), "sweep.json")
-    _init_ray(address or spec.ray_address, uri)
+    init_ray(address or spec.ray_address, uri)
     runtime = {"tracking_uri": uri, "experiment_id": exp_id, "sweep_id": sweep_id,
                "parent_run_id": pid, "phase": "search"}
     spec_json = spec.model_dump(mode="json")
@@ -160,7 +166,7 @@ def resume_sweep(path: str | Path, *, callbacks: list[Any] | None = None) -> Swe
     runtime = ctx["runtime"]
     client = mlflow.MlflowClient(runtime["tracking_uri"])
     _close_orphans(client, runtime, "interrupted; the trial restarts on resume")
-    _init_ray(spec.ray_address, runtime["tracking_uri"])
+    init_ray(spec.ray_address, runtime["tracking_uri"])
     tuner = tune.Tuner.restore(str(p), trainable=trainable_for(spec), resume_unfinished=True,
                                resume_errored=False)
     return _finish(tuner.fit(), spec, runtime, ctx["storage"], callbacks)

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from flowtopo.priors import suggest_prior
@@ -17,7 +18,8 @@ from flowtopo.train import TrainConfig
 def _suggest(trial: Any, spec: SweepSpec) -> dict[str, Any]:
     k = int(spec.model.get("k", 2))
     prior = suggest_prior(trial, k, list(spec.search.priors), spec.search.priors)
-    lr = trial.suggest_float("lr", spec.search.lr[0], spec.search.lr[1], log=True)
+    low, high = spec.search.lr
+    lr = low if low == high else trial.suggest_float("lr", low, high, log=True)
     batch = trial.suggest_categorical("batch_size", list(spec.search.batch_size))
     flow_params = {p: trial.suggest_categorical(f"flow.{p}", list(choices))
                    for p, choices in spec.search.flow.items()}
@@ -52,6 +54,32 @@ def resolve(params: dict[str, Any], spec: SweepSpec, seed: int, out: str,
                           regularizer=spec.regularizer, seed=seed, device=device),
         out=out,
     )
+
+
+def check_grid(spec: SweepSpec) -> int:
+    """For ``sampler: grid``, the number of grid points; else 0.
+
+    Raises:
+        InputError: the grid is infinite (a continuous parameter was left as a range).
+
+    """
+    import optuna
+
+    from flowtopo.errors import InputError
+
+    if spec.sampler != "grid":
+        return 0
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with warnings.catch_warnings():  # BruteForceSampler is flagged experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        study = optuna.create_study(sampler=optuna.samplers.BruteForceSampler(seed=0))
+    try:
+        study.optimize(lambda t: (_suggest(t, spec), 0.0)[1], n_trials=10_000)
+    except ValueError as err:
+        raise InputError(f"sampler grid needs a finite space: {err} Give each continuous "
+                         "parameter one value (e.g. lr: [0.003, 0.003], gmm: {spread: 3.0})"
+                         ) from None
+    return len(study.trials)
 
 
 def sample_configs(spec: SweepSpec, n: int, seed: int = 0) -> list[dict[str, Any]]:

@@ -1,0 +1,335 @@
+"""``flowtopo match``: align every pair of a sweep's trained models, one Ray task per pair.
+
+The driver picks runs in MLflow (the best prior family's best runs, or ``--runs``), downloads
+their checkpoint artifacts, and puts the checkpoint files in Ray's object store (workers need
+no shared disk and no MLflow access). Each task rebuilds both models (``weights_only``), encodes
+DISJOINT halves of the training split (`flowtopo.matching.align_models`), aligns them, and
+scores the map on the paired held-out split against the supervised oracle and any baselines.
+The driver then records one MLflow run per ordered pair (map, node pairs, scores, pictures)
+under a parent run holding the pairwise score matrix and the cycle consistency of triples.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowtopo.errors import InputError
+
+CHECKPOINT_ARTIFACT = "checkpoint"
+
+
+@dataclass
+class MatchConfig:
+    """What ``flowtopo match`` does (see the CLI for each option)."""
+
+    experiment: str
+    runs: list[str] | None = None
+    top: int = 2
+    family: str | None = None
+    metric: str = "best_adv_loss"
+    method: str = "tree"
+    transform: str = "affine"
+    baselines: list[str] = field(default_factory=list)
+    seed: int = 0
+    address: str | None = None
+    tracking_uri: str | None = None
+    json_out: Path | None = None
+
+
+def choose_runs(cfg: MatchConfig, client: Any, experiment_id: str) -> list[Any]:
+    """The MLflow runs to match: ``cfg.runs``, else the best family's ``cfg.top`` best runs.
+
+    Raises:
+        InputError: unknown run, a run of another experiment or without a checkpoint, fewer
+            than two runs, or an unknown family.
+
+    """
+    from mlflow.exceptions import MlflowException
+
+    from flowtopo.pipeline.best import best_priors
+
+    if cfg.runs:
+        if len(set(cfg.runs)) < 2:
+            raise InputError("--runs: give at least two distinct run ids")
+        runs = []
+        for rid in dict.fromkeys(cfg.runs):
+            try:
+                run = client.get_run(rid)
+            except MlflowException:
+                raise InputError(f"--runs: no MLflow run {rid!r}") from None
+            if run.info.experiment_id != experiment_id:
+                raise InputError(f"--runs: run {rid} is not in experiment {cfg.experiment!r}")
+            if run.info.status != "FINISHED":
+                raise InputError(f"--runs: run {rid} is {run.info.status}, not FINISHED "
+                                 "(no checkpoint)")
+            runs.append(run)
+        return runs
+    rows = best_priors(cfg.experiment, tracking_uri=cfg.tracking_uri, metric=cfg.metric,
+                       top=max(cfg.top, 2), by="family")
+    if not rows:
+        raise InputError(f"experiment {cfg.experiment!r} has no finished trial runs to match")
+    family = cfg.family or rows[0]["group"]
+    chosen = [r["run_id"] for r in rows if r["group"] == family][: cfg.top]
+    if not chosen:
+        families = sorted({r["group"] for r in rows})
+        raise InputError(f"no finished runs of family {family!r}; found: {', '.join(families)}")
+    if len(chosen) < 2:
+        raise InputError(f"family {family!r} has only one finished run; matching needs two "
+                         "(run the sweep with seeds >= 2, or pass --runs)")
+    return [client.get_run(rid) for rid in chosen]
+
+
+def fetch_checkpoint(tracking_uri: str, run_id: str, dst: Path) -> dict[str, bytes]:
+    """Download a run's checkpoint artifact; return its files as bytes (for the object store).
+
+    Raises:
+        InputError: the run has no checkpoint artifact, or it does not load (``weights_only``).
+
+    """
+    import mlflow
+
+    from flowtopo.checkpoint import load_checkpoint
+
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=str(dst),
+            tracking_uri=tracking_uri)
+    except Exception as err:  # MlflowException, OSError: the artifact is missing
+        raise InputError(f"run {run_id}: no checkpoint artifact ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200]})") from None
+    load_checkpoint(local)  # refuses anything but a plain state_dict
+    return {p.name: p.read_bytes() for p in Path(local).iterdir() if p.is_file()}
+
+
+def checkpoint_from_files(files: dict[str, bytes], root: Path) -> Any:
+    """Write checkpoint files (from `fetch_checkpoint`) under ``root`` and load them."""
+    from flowtopo.checkpoint import load_checkpoint
+
+    root.mkdir(parents=True, exist_ok=True)
+    for name, blob in files.items():
+        (root / name).write_bytes(blob)
+    return load_checkpoint(root)
+
+
+def align_pair(ckpt_a: dict[str, bytes], ckpt_b: dict[str, bytes], dataset: dict[str, Any],
+               method: str, transform: str, baselines: list[str], seed: int) -> dict[str, Any]:
+    """One pair (the body of the Ray task): align, then score on the paired test split.
+
+    Returns:
+        ``result`` (`AlignResult`) or ``error``; ``scores`` (method -> translation scores);
+        the latents drawn in pictures: ``z_source``/``z_target`` (the halves aligned) and
+        ``test_source``/``test_target`` (paired), ``y_test``; ``seconds``.
+
+    """
+    import torch
+
+    from flowtopo.data import load_dataset
+    from flowtopo.matching import align, align_models
+    from flowtopo.metrics import translation_scores
+
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        a = checkpoint_from_files(ckpt_a, Path(tmp) / "a").model
+        b = checkpoint_from_files(ckpt_b, Path(tmp) / "b").model
+    ds = load_dataset(dataset["name"], **dataset.get("options", {}))
+
+    def enc(model: Any, x: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            return model.encode(torch.as_tensor(x, dtype=torch.float32))[0].double().numpy()
+
+    za, zb = enc(a, ds.x_test), enc(b, ds.x_test)
+    perm = np.random.default_rng(seed).permutation(len(ds.x_train))
+    half = len(perm) // 2
+    out: dict[str, Any] = {"scores": {}, "test_source": za, "test_target": zb,
+                           "y_test": ds.y_test, "z_source": enc(a, ds.x_train[perm[:half]]),
+                           "z_target": enc(b, ds.x_train[perm[half:]])}
+    try:
+        res = align_models(a, b, ds.x_train, method=method, transform=transform, seed=seed)
+        out["result"] = res
+        out["scores"][method] = translation_scores(za, zb, res.transform, ds.y_test)
+    except InputError as err:
+        out["error"] = str(err)
+    oracle = align(za, zb, method="oracle", pairs=(za, zb), transform=transform)
+    out["scores"]["oracle"] = translation_scores(za, zb, oracle.transform, ds.y_test)
+    for name in baselines:
+        try:
+            base = align(out["z_source"], out["z_target"], method=name, seed=seed)
+            out["scores"][name] = translation_scores(za, zb, base.transform, ds.y_test)
+        except InputError as err:
+            out.setdefault("baseline_errors", {})[name] = str(err)
+    out["seconds"] = time.perf_counter() - t0
+    return out
+
+
+def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
+    """Run ``flowtopo match``; return (and with ``cfg.json_out`` write) the scores.
+
+    Raises:
+        InputError: unknown experiment, method or runs; runs trained on different datasets.
+
+    """
+    import mlflow
+    import ray
+
+    from flowtopo.matching import METHODS, TRANSFORMS
+    from flowtopo.sweep.runner import init_ray
+    from flowtopo.tracking import resolve_tracking_uri
+
+    for name in [cfg.method, *cfg.baselines]:
+        if name not in METHODS or name in ("oracle", "relative"):
+            valid = [m for m in METHODS if m not in ("oracle", "relative")]
+            raise InputError(f"unknown or supervised method {name!r}; valid: {', '.join(valid)}")
+    if cfg.transform not in TRANSFORMS:
+        raise InputError(f"unknown transform {cfg.transform!r}; valid: {', '.join(TRANSFORMS)}")
+    uri = resolve_tracking_uri(cfg.tracking_uri)
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(cfg.experiment)
+    if exp is None:
+        names = ", ".join(e.name for e in client.search_experiments()) or "none"
+        raise InputError(f"no MLflow experiment {cfg.experiment!r}; found: {names}")
+    runs = choose_runs(cfg, client, exp.experiment_id)
+    names = {r.info.run_id: _short_name(r) for r in runs}
+    with tempfile.TemporaryDirectory() as tmp:
+        ckpts = {r.info.run_id: fetch_checkpoint(uri, r.info.run_id, Path(tmp) / r.info.run_id)
+                 for r in runs}
+    datasets = {rid: json.loads(files["config.json"])["dataset"] for rid, files in ckpts.items()}
+    if len({json.dumps(d, sort_keys=True) for d in datasets.values()}) > 1:
+        raise InputError("the chosen runs were trained on different datasets: "
+                         + "; ".join(f"{names[r]}: {d}" for r, d in datasets.items()))
+    dataset = next(iter(datasets.values()))
+    log(f"matching {len(runs)} models ({', '.join(names.values())}): "
+        f"{len(runs) * (len(runs) - 1)} ordered pairs as Ray tasks")
+
+    init_ray(cfg.address, uri)
+    refs = {rid: ray.put(files) for rid, files in ckpts.items()}
+    task = ray.remote(num_cpus=1)(align_pair)
+    pairs = list(itertools.permutations(ckpts, 2))
+    futures = [task.remote(refs[a], refs[b], dataset, cfg.method, cfg.transform,
+                           list(cfg.baselines), cfg.seed) for a, b in pairs]
+    results = dict(zip(pairs, ray.get(futures), strict=True))
+
+    match_id = f"match-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+    parent = client.create_run(exp.experiment_id, run_name=match_id, tags={
+        "flowtopo.kind": "match", "match_id": match_id, "method": cfg.method,
+        "runs": ",".join(names)})
+    pid = parent.info.run_id
+    for key, value in {"method": cfg.method, "transform": cfg.transform, "seed": cfg.seed,
+                       "baselines": ",".join(cfg.baselines),
+                       "dataset": json.dumps(dataset)}.items():
+        client.log_param(pid, key, value)
+    with tempfile.TemporaryDirectory() as tmp:
+        pair_rows = [_record_pair(client, exp.experiment_id, pid, a, b, names, res, cfg,
+                                  Path(tmp)) for (a, b), res in results.items()]
+        cycles = _cycles(results, names)
+        summary = _summary(match_id, pid, names, pair_rows, cycles, cfg, dataset)
+        _record_parent(client, pid, summary, Path(tmp))
+    if cfg.json_out is not None:
+        Path(cfg.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.json_out).write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _short_name(run: Any) -> str:
+    tags = run.data.tags
+    return f"{tags.get('family', '?')}-s{tags.get('seed', '?')}-{run.info.run_id[:6]}"
+
+
+def _record_pair(client: Any, exp_id: str, parent_id: str, a: str, b: str,
+                 names: dict[str, str], res: dict[str, Any], cfg: MatchConfig,
+                 tmp: Path) -> dict[str, Any]:
+    """One MLflow run for the ordered pair (a -> b): map, node pairs, scores, pictures."""
+    from flowtopo.matching.plot import plot_match
+    from flowtopo.tracking import log_metrics
+
+    run = client.create_run(exp_id, run_name=f"{names[a]} -> {names[b]}", tags={
+        "mlflow.parentRunId": parent_id, "flowtopo.kind": "match-pair", "source_run": a,
+        "target_run": b, "method": cfg.method})
+    rid = run.info.run_id
+    scores = res["scores"]
+    log_metrics(client, rid, {f"{m}_{k}": v for m, sc in scores.items() for k, v in sc.items()
+                              if np.isfinite(v)})
+    row: dict[str, Any] = {"source": a, "target": b, "source_name": names[a],
+                           "target_name": names[b], "run_id": rid, "scores": scores,
+                           "seconds": res["seconds"]}
+    if "error" in res:
+        row["error"] = res["error"]
+        client.set_tag(rid, "error", res["error"][:4000])
+        client.set_terminated(rid, "FAILED")
+        return row
+    ar = res["result"]
+    detail = {"matrix": ar.matrix.tolist(), "offset": ar.offset.tolist(),
+              "node_pairs": [list(map(int, p)) for p in ar.node_pairs], "cost": float(ar.cost),
+              "ambiguous": bool(ar.ambiguous), "candidates": len(ar.candidates),
+              "transform": ar.transform_kind}
+    if "source_tree" in ar.info:
+        detail["source_tree"] = json.loads(ar.info["source_tree"].to_json())
+        detail["target_tree"] = json.loads(ar.info["target_tree"].to_json())
+    row.update(detail)
+    client.log_dict(rid, {**detail, "scores": scores, "source_run": a, "target_run": b},
+                    "pair.json")
+    picture = plot_match(ar, res["z_source"], res["z_target"], res["test_source"],
+                         res["test_target"], res["y_test"], tmp / f"{rid}.png",
+                         titles=(names[a], names[b]))
+    client.log_artifact(rid, str(picture), "pictures")
+    row["picture"] = f"pictures/{picture.name}"
+    client.set_terminated(rid, "FINISHED")
+    return row
+
+
+def _cycles(results: dict[tuple[str, str], dict[str, Any]],
+            names: dict[str, str]) -> list[dict[str, Any]]:
+    """Cycle error of every ordered triple whose three pairs aligned (on a's test latents)."""
+    from flowtopo.metrics import cycle_error
+
+    out = []
+    for a, b, c in itertools.permutations(names, 3):
+        legs = [results.get(p, {}).get("result") for p in ((a, b), (b, c), (c, a))]
+        if all(leg is not None for leg in legs):
+            err = cycle_error(results[(a, b)]["test_source"], [leg.transform for leg in legs])
+            out.append({"cycle": [names[a], names[b], names[c]], "error": err})
+    return out
+
+
+def _summary(match_id: str, pid: str, names: dict[str, str], rows: list[dict[str, Any]],
+             cycles: list[dict[str, Any]], cfg: MatchConfig,
+             dataset: dict[str, Any]) -> dict[str, Any]:
+    """The JSON written by ``--json-out``: runs, pairs, score matrix, cycles."""
+    ids = list(names)
+    matrix = [[None if a == b else next(
+        (r["scores"].get(cfg.method, {}).get("r2") for r in rows
+         if r["source"] == a and r["target"] == b), None) for b in ids] for a in ids]
+    ok = [r for r in rows if "error" not in r]
+    mean = {m: float(np.mean([r["scores"][m]["r2"] for r in rows if m in r["scores"]]))
+            for m in (cfg.method, "oracle", *cfg.baselines)
+            if any(m in r["scores"] for r in rows)}
+    return {"match_id": match_id, "parent_run_id": pid, "method": cfg.method,
+            "transform": cfg.transform, "dataset": dataset,
+            "runs": [{"run_id": r, "name": n} for r, n in names.items()],
+            "r2_matrix": matrix, "mean_r2": mean, "pairs": rows, "cycles": cycles,
+            "failed_pairs": len(rows) - len(ok)}
+
+
+def _record_parent(client: Any, pid: str, summary: dict[str, Any], tmp: Path) -> None:
+    from flowtopo.matching.plot import plot_score_matrix
+    from flowtopo.tracking import log_metrics
+
+    metrics = {f"mean_r2_{m}": v for m, v in summary["mean_r2"].items()}
+    metrics["failed_pairs"] = float(summary["failed_pairs"])
+    if summary["cycles"]:
+        metrics["max_cycle_error"] = max(c["error"] for c in summary["cycles"])
+        metrics["mean_cycle_error"] = float(np.mean([c["error"] for c in summary["cycles"]]))
+    log_metrics(client, pid, metrics)
+    client.log_dict(pid, {k: v for k, v in summary.items() if k != "pairs"}, "scores.json")
+    picture = plot_score_matrix(summary["r2_matrix"], [r["name"] for r in summary["runs"]],
+                                tmp / "score_matrix.png", title=f"{summary['method']} R²")
+    client.log_artifact(pid, str(picture), "pictures")
+    client.set_terminated(pid, "FINISHED")

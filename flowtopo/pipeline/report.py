@@ -1,0 +1,244 @@
+"""``flowtopo report``: a static HTML page (no server, no script) about a sweep and its matches.
+
+Everything comes from MLflow: the trial runs' per-epoch curves and summary metrics, the latest
+``flowtopo match`` run (pair runs, score matrix, cycles) and the matched models' checkpoints,
+which are re-encoded here to draw each latent space with its density tree, the label
+composition of every tree node and decoded exemplars of each leaf.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from flowtopo.errors import InputError
+
+TEMPLATE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>flowtopo report: {{ experiment }}</title>
+<style>
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f3f3f3; } td.l, th.l { text-align: left; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.3em 0; }
+.note { color: #666; font-size: 0.9em; }
+</style></head><body>
+<h1>flowtopo report: {{ experiment }}</h1>
+<p class="note">MLflow: {{ tracking_uri }} &middot; {{ n_trials }} trial runs
+{%- if match %} &middot; match run {{ match.parent_run_id }}{% endif %}</p>
+
+<h2>Prior families</h2>
+<p>Held-out fit of each family's best runs (lower is better; a two-sample accuracy of 0.5 means
+the latents are indistinguishable from the prior).</p>
+<table id="families"><tr><th class="l">family</th><th>rank</th><th>adversarial loss</th>
+<th>NLL (nats/dim)</th><th>c2st</th><th>seed</th><th class="l">run</th></tr>
+{% for r in families %}<tr><td class="l">{{ r.group }}</td><td>{{ r.rank }}</td>
+<td>{{ fmt(r.best_adv_loss) }}</td><td>{{ fmt(r.best_nll) }}</td><td>{{ fmt(r.best_c2st) }}</td>
+<td>{{ r.seed }}</td><td class="l"><code>{{ r.run_id }}</code></td></tr>
+{% endfor %}</table>
+<img src="{{ img.families }}" alt="family comparison">
+
+<h2>Training curves</h2>
+<img src="{{ img.curves }}" alt="loss curves">
+
+<h2>Pairwise matching</h2>
+{% if match %}
+<p>Method <b>{{ match.method }}</b> ({{ match.transform }} map), scored on the paired held-out
+split. The oracle is fitted on true pairs: the supervised upper bound.</p>
+<table id="scores"><tr><th class="l">source</th><th class="l">target</th>
+{% for m in methods %}<th>{{ m }} R²</th>{% endfor %}<th>top-1</th><th>MRR</th>
+<th>label transfer</th><th class="l">note</th></tr>
+{% for p in match.pairs %}<tr><td class="l">{{ p.source_name }}</td>
+<td class="l">{{ p.target_name }}</td>
+{% for m in methods %}<td>{{ fmt(p.scores.get(m, {}).get("r2")) }}</td>{% endfor %}
+<td>{{ fmt(p.scores.get(match.method, {}).get("top1")) }}</td>
+<td>{{ fmt(p.scores.get(match.method, {}).get("mrr")) }}</td>
+<td>{{ fmt(p.scores.get(match.method, {}).get("label_transfer")) }}</td>
+<td class="l">{{ p.error or ("ambiguous: chosen by fit" if p.ambiguous else "") }}</td></tr>
+{% endfor %}</table>
+{% if match.cycles %}<table id="cycles"><tr><th class="l">cycle</th><th>error</th></tr>
+{% for c in match.cycles %}<tr><td class="l">{{ c.cycle | join(" → ") }}</td>
+<td>{{ fmt(c.error) }}</td></tr>{% endfor %}</table>{% endif %}
+{% if img.matrix %}<img src="{{ img.matrix }}" alt="score matrix">{% endif %}
+{% for p in match.pairs if p.picture_local %}<h3>{{ p.source_name }} → {{ p.target_name }}</h3>
+<img src="{{ p.picture_local }}" alt="match {{ p.source_name }} to {{ p.target_name }}">
+{% endfor %}
+{% else %}<p>No match run in this experiment yet: run <code>flowtopo match --experiment
+{{ experiment }}</code>.</p>{% endif %}
+
+<h2>Models and their density trees</h2>
+{% for m in models %}<h3>{{ m.name }}</h3>
+<p class="note">run <code>{{ m.run_id }}</code>: {{ m.leaves }} modes, tree built on
+{{ m.n }} held-out latents with the model's exact prior density.</p>
+<img src="{{ m.tree }}" alt="latent space and tree of {{ m.name }}">
+{% if m.labels %}<img src="{{ m.labels }}" alt="label composition of {{ m.name }}">
+<table><tr><th class="l">node</th><th>mass</th><th class="l">main labels</th></tr>
+{% for row in m.nodes %}<tr><td class="l">{{ row.name }}</td><td>{{ fmt(row.mass) }}</td>
+<td class="l">{{ row.labels }}</td></tr>{% endfor %}</table>{% endif %}
+<img src="{{ m.exemplars }}" alt="decoded exemplars of {{ m.name }}">
+{% endfor %}
+</body></html>
+"""
+
+
+def _fmt(v: Any) -> str:
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return "-"
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
+def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None = None,
+                 max_curves: int = 60) -> Path:
+    """Write ``out/index.html`` and its pictures under ``out/img``; return the HTML path.
+
+    Raises:
+        InputError: unknown experiment, or no trial runs in it.
+
+    """
+    import jinja2
+    import mlflow
+
+    from flowtopo.pipeline.best import best_priors
+    from flowtopo.pipeline.report_plots import plot_families, plot_loss_curves
+    from flowtopo.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        names = ", ".join(e.name for e in client.search_experiments()) or "none"
+        raise InputError(f"no MLflow experiment {experiment!r}; found: {names}")
+    trials = client.search_runs([exp.experiment_id],
+                                filter_string="tags.`flowtopo.kind` = 'trial'", max_results=5000)
+    if not trials:
+        raise InputError(f"experiment {experiment!r} has no trial runs (run a sweep first)")
+    out = Path(out)
+    img = out / "img"
+    img.mkdir(parents=True, exist_ok=True)
+    histories = [{"family": r.data.tags.get("family", "?"), "metrics": {
+        m: [(h.step, h.value) for h in client.get_metric_history(r.info.run_id, m)]
+        for m in ("val_adv_loss", "val_disc_loss", "val_nll", "val_c2st")}}
+        for r in trials[:max_curves]]
+    families = best_priors(experiment, tracking_uri=uri, top=3)
+    all_rows = best_priors(experiment, tracking_uri=uri, top=10_000)
+    pictures: dict[str, str | None] = {
+        "curves": _rel(plot_loss_curves(histories, img / "loss-curves.png"), out),
+        "families": _rel(plot_families(all_rows, img / "families.png"), out), "matrix": None}
+    match = _latest_match(client, exp.experiment_id, img, out)
+    if match is not None:
+        pictures["matrix"] = match.pop("matrix_local", None)
+        run_ids = [r["run_id"] for r in match["runs"]]
+    else:
+        best = families[0]["group"] if families else None
+        run_ids = [r["run_id"] for r in families if r["group"] == best][:2]
+    models = [_model_section(client, uri, rid, img, out) for rid in run_ids]
+    methods = list(match["mean_r2"]) if match else []
+    html = jinja2.Environment(autoescape=True).from_string(TEMPLATE).render(
+        experiment=experiment, tracking_uri=uri, n_trials=len(trials), families=families,
+        img=pictures, match=match, methods=methods, models=models, fmt=_fmt)
+    page = out / "index.html"
+    page.write_text(html)
+    return page
+
+
+def _rel(path: Path, root: Path) -> str:
+    return path.relative_to(root).as_posix()
+
+
+def _latest_match(client: Any, exp_id: str, img: Path, out: Path) -> dict[str, Any] | None:
+    """The newest finished match run: its scores.json, pair rows and pictures (copied)."""
+    found = client.search_runs(
+        [exp_id], filter_string="tags.`flowtopo.kind` = 'match' and attributes.status = "
+                                "'FINISHED'", order_by=["attributes.start_time DESC"],
+        max_results=1)
+    if not found:
+        return None
+    parent = found[0]
+    pid = parent.info.run_id
+    with tempfile.TemporaryDirectory() as tmp:
+        summary = json.loads(Path(client.download_artifacts(pid, "scores.json", tmp))
+                             .read_text())
+        matrix = Path(client.download_artifacts(pid, "pictures/score_matrix.png", tmp))
+        shutil.copy(matrix, img / "score-matrix.png")
+        summary["matrix_local"] = "img/score-matrix.png"
+        children = client.search_runs(
+            [exp_id], filter_string=f"tags.mlflow.parentRunId = '{pid}'", max_results=1000)
+        rows = []
+        for i, child in enumerate(sorted(children, key=lambda c: c.info.run_name or "")):
+            row = {"source_name": child.data.tags.get("source_run", "?")[:6],
+                   "target_name": child.data.tags.get("target_run", "?")[:6], "scores": {},
+                   "error": child.data.tags.get("error"), "ambiguous": False,
+                   "picture_local": None}
+            try:
+                detail = json.loads(Path(client.download_artifacts(
+                    child.info.run_id, "pair.json", tmp)).read_text())
+                row.update(scores=detail["scores"], ambiguous=detail["ambiguous"])
+                for art in client.list_artifacts(child.info.run_id, "pictures"):
+                    local = Path(client.download_artifacts(child.info.run_id, art.path, tmp))
+                    shutil.copy(local, img / f"pair-{i}.png")
+                    row["picture_local"] = f"img/pair-{i}.png"
+            except Exception:  # a failed pair has no pair.json: its error tag says why
+                row["scores"] = {k.split("_", 1)[0]: {} for k in child.data.metrics}
+                for key, v in child.data.metrics.items():
+                    method, _, name = key.partition("_")
+                    row["scores"].setdefault(method, {})[name] = v
+            names = {r["run_id"]: r["name"] for r in summary["runs"]}
+            row["source_name"] = names.get(child.data.tags.get("source_run"), row["source_name"])
+            row["target_name"] = names.get(child.data.tags.get("target_run"), row["target_name"])
+            rows.append(row)
+    summary["pairs"] = rows
+    summary["parent_run_id"] = pid
+    return summary
+
+
+def _model_section(client: Any, uri: str, run_id: str, img: Path, out: Path) -> dict[str, Any]:
+    """One model: latent picture with contours + tree, node labels, decoded exemplars."""
+    import torch
+
+    from flowtopo.data import load_dataset
+    from flowtopo.pipeline.match import checkpoint_from_files, fetch_checkpoint
+    from flowtopo.pipeline.report_plots import plot_exemplars, plot_node_labels
+    from flowtopo.topology import density_tree
+    from flowtopo.topology.plot import plot_tree
+
+    run = client.get_run(run_id)
+    name = f"{run.data.tags.get('family', '?')}-s{run.data.tags.get('seed', '?')}-{run_id[:6]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        files = fetch_checkpoint(uri, run_id, Path(tmp) / "dl")
+        ckpt = checkpoint_from_files(files, Path(tmp) / "ck")
+    model = ckpt.model
+    spec = ckpt.config["dataset"]
+    ds = load_dataset(spec["name"], **spec.get("options", {}))
+    with torch.no_grad():
+        z = model.encode(torch.as_tensor(ds.x_test, dtype=torch.float32))[0].double().numpy()
+    tree = density_tree(z, model.prior.numpy_log_prob)
+    section: dict[str, Any] = {
+        "name": name, "run_id": run_id, "n": len(z), "leaves": len(tree.leaves()),
+        "tree": _rel(plot_tree(tree, z, img / f"tree-{run_id[:8]}.png",
+                               model.prior.numpy_log_prob), out), "labels": None}
+    if ds.y_test is not None:
+        y = np.asarray(ds.y_test)
+        section["labels"] = _rel(plot_node_labels(tree, y, img / f"labels-{run_id[:8]}.png"), out)
+        section["nodes"] = []
+        for node in sorted(tree.nodes.values(), key=lambda n: (n.depth, n.id)):
+            vals, counts = np.unique(y[node.members], return_counts=True)
+            top = sorted(zip(counts, vals, strict=True), reverse=True)[:3]
+            section["nodes"].append({
+                "name": f"{'leaf' if node.is_leaf else 'node'} {node.id}", "mass": node.mass,
+                "labels": ", ".join(f"{v} ({c / max(counts.sum(), 1):.0%})" for c, v in top)})
+    logp = model.prior.numpy_log_prob(z)
+    exemplars = {}
+    for leaf in tree.leaves()[:8]:
+        best = leaf.members[np.argsort(-logp[leaf.members])[:8]]
+        with torch.no_grad():
+            x = model.decode(torch.as_tensor(z[best], dtype=torch.float32), sample=False)
+        exemplars[leaf.id] = ds.standardizer.inverse(x.double().numpy())
+    section["exemplars"] = _rel(plot_exemplars(exemplars, img / f"exemplars-{run_id[:8]}.png"),
+                                out)
+    return section

@@ -1,0 +1,253 @@
+"""After a sweep: priors best -> match (Ray tasks, MLflow runs, JSON) -> static HTML report.
+
+One real sweep (local Ray, sqlite MLflow, 2 families x 3 seeds, small budget) feeds every test.
+"""
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from flowtopo.sweep.spec import SweepSpec
+
+pytestmark = pytest.mark.integration
+
+SWEEP = {
+    "name": "pipe",
+    "dataset": {"name": "hierarchical", "options": {"n": 3000, "dim": 6, "k": 2, "seed": 0,
+                                                    "shape": [[2, 1], [1, [1, 1]]]}},
+    "model": {"k": 2, "noise_std": 0.5, "flow": {"name": "coupling", "params": {}}},
+    "search": {"priors": {"gmm": {"components": 8, "spread": 3.0, "scale": 0.5},
+                          "gaussian": {"diagonal": False}},
+               "lr": [0.003, 0.003], "batch_size": [256]},
+    "regularizer": "mle",
+    "train": {"epochs": 20},
+    "seeds": 3,
+    "num_samples": 2,
+    "sampler": "grid",
+    "max_concurrent_trials": 2,
+    "max_failures": 0,
+}
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    import mlflow
+    import ray
+
+    from flowtopo.sweep.runner import run_sweep
+
+    root = tmp_path_factory.mktemp("pipe")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    spec = SweepSpec.model_validate({**SWEEP, "mlflow": {"experiment": "pipe",
+                                                         "tracking_uri": uri}})
+    res = run_sweep(spec, storage_path=root / "ray")
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name("pipe")
+    trials = client.search_runs([exp.experiment_id], "tags.`flowtopo.kind` = 'trial'")
+    yield {"root": root, "uri": uri, "client": client, "exp": exp, "trials": trials,
+           "sweep": res}
+    ray.shutdown()
+
+
+def cli(*args, timeout=600, columns=200):
+    env = {**os.environ, "COLUMNS": str(columns)}
+    return subprocess.run([sys.executable, "-m", "flowtopo.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+def test_the_sweep_gave_three_models_per_family(swept):
+    fams = [r.data.tags["family"] for r in swept["trials"] if r.info.status == "FINISHED"]
+    assert sorted(fams) == sorted(["gmm", "gaussian"] * 3)
+
+
+def test_priors_best_table_and_json_agree_with_the_runs(swept):
+    res = cli("priors", "best", "--experiment", "pipe", "--tracking-uri", swept["uri"],
+              "--json", "--top", "2")
+    assert res.returncode == 0, res.stderr
+    rows = json.loads(res.stdout)
+    by_run = {r.info.run_id: r for r in swept["trials"]}
+    assert len(rows) == 4  # top 2 of each family
+    for row in rows:
+        assert row["best_adv_loss"] == by_run[row["run_id"]].data.metrics["best_adv_loss"]
+        assert row["group"] == by_run[row["run_id"]].data.tags["family"]
+    table = cli("priors", "best", "--experiment", "pipe", "--tracking-uri", swept["uri"],
+                "--top", "2")
+    assert table.returncode == 0
+    for row in rows:
+        assert row["run_id"] in table.stdout
+        assert f"{row['best_adv_loss']:.4f}" in table.stdout
+
+
+def test_match_aligns_every_pair_as_ray_tasks_and_records_it(swept, tmp_path):
+    """Three models: 6 ordered pairs, 6 cycles, one parent run, JSON == MLflow record."""
+    client = swept["client"]
+    ids = [next(r.info.run_id for r in swept["trials"] if r.data.tags["family"] == f
+                and r.data.tags["seed"] == s) for f, s in (("gmm", "0"), ("gmm", "1"),
+                                                           ("gmm", "2"))]
+    out = tmp_path / "scores.json"
+    res = cli("match", "--experiment", "pipe", "--tracking-uri", swept["uri"],
+              *[arg for i in ids for arg in ("--runs", i)], "--json-out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert [r["run_id"] for r in summary["runs"]] == ids
+    assert len(summary["pairs"]) == 6
+    assert [summary["r2_matrix"][i][i] for i in range(3)] == [None, None, None]
+    parent = client.get_run(summary["parent_run_id"])
+    assert parent.data.tags["flowtopo.kind"] == "match" and parent.info.status == "FINISHED"
+    children = client.search_runs([swept["exp"].experiment_id],
+                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert len(children) == 6
+    by_id = {c.info.run_id: c for c in children}
+    for pair in summary["pairs"]:
+        run = by_id[pair["run_id"]]
+        assert (run.data.tags["source_run"], run.data.tags["target_run"]) == (
+            pair["source"], pair["target"])
+        # the JSON and the MLflow record carry the same scores
+        assert run.data.metrics["oracle_r2"] == pytest.approx(pair["scores"]["oracle"]["r2"])
+        assert pair["scores"]["oracle"]["r2"] > 0.5  # the models learned something
+        assert "error" not in pair and run.info.status == "FINISHED"
+        detail = json.loads(Path(client.download_artifacts(
+            run.info.run_id, "pair.json", str(tmp_path / pair["run_id"]))).read_text())
+        assert len(detail["matrix"]) == 2 and len(detail["matrix"][0]) == 2
+        assert detail["node_pairs"] and detail["scores"]["tree"]["r2"] == pytest.approx(
+            pair["scores"]["tree"]["r2"])
+        arts = [a.path for a in client.list_artifacts(run.info.run_id, "pictures")]
+        assert len(arts) == 1 and arts[0].endswith(".png")
+    assert summary["failed_pairs"] == 0 and parent.data.metrics["failed_pairs"] == 0
+    # at least the well-trained pair translates nearly as well as the supervised oracle
+    assert max(p["scores"]["tree"]["r2"] / p["scores"]["oracle"]["r2"]
+               for p in summary["pairs"]) > 0.95
+    assert parent.data.metrics["max_cycle_error"] == pytest.approx(
+        max(c["error"] for c in summary["cycles"]))
+    assert "score_matrix.png" in {Path(a.path).name for a in client.list_artifacts(
+        parent.info.run_id, "pictures")}
+    # cycle errors: recompute each from the recorded maps and the source model's test latents
+    assert len(summary["cycles"]) == 6
+    maps = {(p["source_name"], p["target_name"]): (np.array(p["matrix"]), np.array(p["offset"]))
+            for p in summary["pairs"]}
+    names = {r["name"]: r["run_id"] for r in summary["runs"]}
+    for cyc in summary["cycles"]:
+        z = encode_test(client, names[cyc["cycle"][0]], tmp_path)
+        w = z
+        for a, b in zip(cyc["cycle"], cyc["cycle"][1:] + cyc["cycle"][:1], strict=True):
+            m, o = maps[(a, b)]
+            w = w @ m.T + o
+        expected = ((w - z) ** 2).sum() / ((z - z.mean(0)) ** 2).sum()
+        assert cyc["error"] == pytest.approx(expected, rel=1e-6)
+
+
+def encode_test(client, run_id, tmp_path):
+    import torch
+
+    from flowtopo.checkpoint import load_checkpoint
+    from flowtopo.data import load_dataset
+
+    ck = load_checkpoint(client.download_artifacts(run_id, "checkpoint",
+                                                   str(tmp_path / f"ck-{run_id}")))
+    ds = load_dataset(ck.config["dataset"]["name"], **ck.config["dataset"]["options"])
+    with torch.no_grad():
+        return ck.model.encode(torch.as_tensor(ds.x_test))[0].double().numpy()
+
+
+def test_a_pair_that_cannot_be_aligned_is_recorded_as_failed(swept, tmp_path):
+    """A Gaussian prior has one mode: the map is not identifiable; the runs say so."""
+    out = tmp_path / "scores.json"
+    res = cli("match", "--experiment", "pipe", "--tracking-uri", swept["uri"], "--family",
+              "gaussian", "--json-out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert summary["failed_pairs"] == 2 and "not identifiable" in res.stdout.replace("\n", " ")
+    for pair in summary["pairs"]:
+        run = swept["client"].get_run(pair["run_id"])
+        assert run.info.status == "FAILED" and "identifiable" in run.data.tags["error"]
+        assert pair["scores"]["oracle"]["r2"] > 0.5  # still scored: the oracle for reference
+
+
+def test_match_by_default_takes_the_best_family_two_runs(swept):
+    from flowtopo.pipeline.best import best_priors
+    from flowtopo.pipeline.match import MatchConfig, run_match
+
+    best = best_priors("pipe", tracking_uri=swept["uri"], top=2)[0]["group"]
+    summary = run_match(MatchConfig(experiment="pipe", tracking_uri=swept["uri"],
+                                    baselines=["cluster_qap"]), log=lambda *_: None)
+    fams = {swept["client"].get_run(r["run_id"]).data.tags["family"] for r in summary["runs"]}
+    assert fams == {best} and len(summary["runs"]) == 2
+    assert len(summary["pairs"]) == 2 and summary["cycles"] == []
+    assert {"oracle", "cluster_qap"} <= set(summary["pairs"][0]["scores"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--experiment", "nope"], "no MLflow experiment 'nope'"),
+    (["--experiment", "pipe", "--runs", "deadbeef", "--runs", "cafe"], "no MLflow run"),
+    (["--experiment", "pipe", "--method", "magic"], "unknown or supervised method 'magic'"),
+    (["--experiment", "pipe", "--method", "oracle"], "unknown or supervised method 'oracle'"),
+    (["--experiment", "pipe", "--family", "torus"], "no finished runs of family 'torus'"),
+])
+def test_match_bad_input_is_one_line_and_exit_2(swept, args, message):
+    res = cli("match", "--tracking-uri", swept["uri"], *args, timeout=120)
+    assert res.returncode == 2, res.stderr
+    assert message in res.stderr and "Traceback" not in res.stderr
+
+
+@pytest.fixture(scope="module")
+def report(swept, tmp_path_factory):
+    from flowtopo.pipeline.match import MatchConfig, run_match
+
+    run_match(MatchConfig(experiment="pipe", tracking_uri=swept["uri"], family="gmm"),
+              log=lambda *_: None)
+    out = tmp_path_factory.mktemp("report")
+    res = cli("report", "--experiment", "pipe", "--tracking-uri", swept["uri"], "--out",
+              str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    return out / "index.html"
+
+
+def test_report_references_only_existing_pictures(report):
+    html = report.read_text()
+    srcs = re.findall(r'<img src="([^"]+)"', html)
+    # families, curves, score matrix, 2 pairs, 2 models x (tree, labels, exemplars)
+    assert len(srcs) >= 11
+    for src in srcs:
+        assert not src.startswith(("/", "http")) and (report.parent / src).is_file(), src
+    for table in ("families", "scores"):
+        assert f'id="{table}"' in html
+    assert "oracle R²" in html and "decoded exemplars" in html
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium not installed "
+                                             "(.ci/run installs Debian's chromium)")
+def test_report_loads_in_headless_chromium_without_errors(report):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page()
+        errors = []
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto(report.as_uri())
+        page.wait_for_load_state("load")
+        rows = page.locator("#scores tr").count()
+        broken = page.evaluate("Array.from(document.images).filter("
+                               "i => !(i.complete && i.naturalWidth > 0)).length")
+        visible = page.locator("#scores").is_visible()
+        browser.close()
+    assert errors == []
+    assert visible and rows == 3  # header + the two ordered pairs
+    assert broken == 0
+
+
+def test_report_of_an_unknown_experiment_is_exit_2(swept, tmp_path):
+    res = cli("report", "--experiment", "nope", "--tracking-uri", swept["uri"], "--out",
+              str(tmp_path), timeout=120)
+    assert res.returncode == 2 and "no MLflow experiment 'nope'" in res.stderr
