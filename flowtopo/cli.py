@@ -458,11 +458,14 @@ def sweep_stop(job_id: str, address: AddressOption, token: TokenOption = None) -
 @sweep_app.command("resume")
 def sweep_resume(
     path: Annotated[Path, typer.Argument(help="The sweep's Ray Tune folder (STORAGE/SWEEP_ID).")],
+    address: Annotated[str | None, typer.Option(help="Ray address (host:port) of a cluster "
+                                                     "(default: the YAML's, else local Ray).")
+                       ] = None,
 ) -> None:
     """Continue an interrupted sweep; finished trials are not rerun."""
     from flowtopo.sweep.runner import resume_sweep
 
-    res = resume_sweep(path)
+    res = resume_sweep(path, address=address)
     console.print(f"sweep {res.sweep_id}: {res.trials} trials, {res.failed} failed"
                   + (" (interrupted again)" if res.interrupted else ""))
 

@@ -276,3 +276,21 @@ def test_asha_stops_trials_early_and_the_record_says_so(tmp_path, ray_local):
         assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {"checkpoint",
                                                                             "latent.png"}
     assert res.best["mlflow_run_id"] in {r.info.run_id for r in trials}
+
+
+def test_grid_sampler_needs_a_finite_space(tmp_path):
+    from flowtopo.errors import InputError
+    from flowtopo.sweep.space import check_grid
+
+    finite = SweepSpec.model_validate({**TINY, "sampler": "grid", "search": {
+        "priors": {"gmm": {"components": [2, 3], "spread": 3.0, "scale": 0.5},
+                   "gaussian": {"diagonal": False}},
+        "lr": [0.003, 0.003], "batch_size": [128, 256]}})
+    assert check_grid(finite) == (2 + 1) * 2  # gmm: 2 component counts; x 2 batch sizes
+    infinite = SweepSpec.model_validate({**TINY, "sampler": "grid"})  # lr is a range
+    with pytest.raises(InputError, match="grid needs a finite space"):
+        check_grid(infinite)
+    path = tmp_path / "grid.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "sampler": "grid"}))
+    res = cli("sweep", "validate", str(path))
+    assert res.returncode == 2 and "grid needs a finite space" in res.stderr

@@ -67,7 +67,7 @@ def plot_match(res: AlignResult, z_source: np.ndarray, z_target: np.ndarray,
                     ax.scatter([c[0]], [c[1]], s=60, marker="*", c=colours[node.id],
                                edgecolors="k", linewidths=0.5)
                     ax.annotate(str(node.id), c, fontsize=8, weight="bold")
-        ax.set_title(f"{title} ({how}); matched nodes share a colour", fontsize=9)
+        ax.set_title(f"{title} ({how})", fontsize=9)
         ax.set_aspect("equal", adjustable="datalim")
     moved = res.transform(test_source)
     proj, how = project_2d(np.vstack([test_target, moved]))
@@ -75,8 +75,8 @@ def plot_match(res: AlignResult, z_source: np.ndarray, z_target: np.ndarray,
                     c="#888888", linewidths=0, alpha=0.5)
     axes[2].scatter(proj[len(test_target):, 0], proj[len(test_target):, 1], s=3, c="#d62728",
                     linewidths=0, alpha=0.5)
-    axes[2].set_title(f"target test latents (grey) and translated source (red), {how}",
-                      fontsize=9)
+    axes[2].set_title(f"target test (grey), translated source (red), {how}", fontsize=9)
+    fig.suptitle("matched tree nodes share a colour (stars: node centroids)", fontsize=10)
     del labels  # the colours above already tell the clusters; labels are scored, not drawn
     return save(fig, path)
 

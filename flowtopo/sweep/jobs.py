@@ -18,6 +18,8 @@ from typing import Any
 
 from flowtopo.errors import InputError
 
+FORWARDED = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+
 
 def resolve_token(explicit: str | None = None) -> str | None:
     """The Ray auth token from the flag, the environment or the default file, else None."""
@@ -70,8 +72,8 @@ def submit(file: Path, address: str, *, tracking_uri: str | None = None,
 
     The YAML travels in the job's working_dir; flowtopo must be installed on the cluster
     (see docs/cluster.md). The tracking URI (flag, YAML, ``MLFLOW_TRACKING_URI``, else this
-    machine's absolute sqlite default) and ``RAY_JOB_STOP_SIGNAL=SIGINT`` go to the job's
-    environment.
+    machine's absolute sqlite default), ``RAY_JOB_STOP_SIGNAL=SIGINT`` and any MLflow
+    credentials in this environment (`FORWARDED`) go to the job's environment.
     """
     from flowtopo.specs import load_spec
     from flowtopo.sweep.spec import SweepSpec
@@ -87,6 +89,9 @@ def submit(file: Path, address: str, *, tracking_uri: str | None = None,
         cmd += ["--storage", storage]
     sid = f"flowtopo-{spec.name}-{uuid.uuid4().hex[:8]}"
     env = {"MLFLOW_TRACKING_URI": uri, "RAY_JOB_STOP_SIGNAL": "SIGINT"}
+    for key in FORWARDED:  # tracking-server credentials travel over the authenticated API
+        if os.environ.get(key):
+            env[key] = os.environ[key]
     try:
         deadline = time.monotonic() + 60
         while True:  # a head that has just started has no job agent for a few seconds

@@ -69,9 +69,13 @@ def init_ray(address: str | None, uri: str) -> None:
     if ray.is_initialized():
         return
     quiet = {"log_to_driver": False, "configure_logging": False}
-    if address:  # a cluster: workers get the tracking URI through the runtime environment
-        ray.init(address=address, runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": uri}},
-                 **quiet)
+    if address:  # a cluster: workers get the tracking URI (and any MLflow credentials of this
+        # environment) through the runtime environment
+        from flowtopo.sweep.jobs import FORWARDED
+
+        env = {"MLFLOW_TRACKING_URI": uri, **{k: os.environ[k] for k in FORWARDED
+                                               if os.environ.get(k)}}
+        ray.init(address=address, runtime_env={"env_vars": env}, **quiet)
     elif os.environ.get("RAY_ADDRESS"):  # a Ray Job's driver: the job's runtime env applies
         ray.init(**quiet)
     else:  # embedded default: a NEW local Ray sized to the machine ("local": never attach to
@@ -140,7 +144,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     return _finish(tuner.fit(), spec, runtime, storage, callbacks)
 
 
-def resume_sweep(path: str | Path, *, callbacks: list[Any] | None = None) -> SweepResult:
+def resume_sweep(path: str | Path, *, address: str | None = None,
+                 callbacks: list[Any] | None = None) -> SweepResult:
     """Continue an interrupted sweep from its Ray Tune folder (``STORAGE/SWEEP_ID``).
 
     Finished trials are not rerun (``Tuner.restore``); trials cut off mid-way restart, and
@@ -166,7 +171,7 @@ def resume_sweep(path: str | Path, *, callbacks: list[Any] | None = None) -> Swe
     runtime = ctx["runtime"]
     client = mlflow.MlflowClient(runtime["tracking_uri"])
     _close_orphans(client, runtime, "interrupted; the trial restarts on resume")
-    init_ray(spec.ray_address, runtime["tracking_uri"])
+    init_ray(address or spec.ray_address, runtime["tracking_uri"])
     tuner = tune.Tuner.restore(str(p), trainable=trainable_for(spec), resume_unfinished=True,
                                resume_errored=False)
     return _finish(tuner.fit(), spec, runtime, ctx["storage"], callbacks)

@@ -35,7 +35,8 @@ def train_trial(config: dict[str, Any]) -> None:
     run = client.create_run(rt["experiment_id"], run_name=f"{trial_id}-s{seed}", tags={
         "mlflow.parentRunId": rt["parent_run_id"], "flowtopo.kind": "trial",
         "sweep_id": rt["sweep_id"], "trial_id": trial_id, "seed": str(seed),
-        "dataset": spec.dataset.name, "phase": rt.get("phase", "search")})
+        "dataset": spec.dataset.name, "phase": rt.get("phase", "search"),
+        "ray_node_id": _node_id()})
     run_id = run.info.run_id
     history: list[dict[str, float]] = []
     try:
@@ -73,6 +74,16 @@ def train_trial(config: dict[str, Any]) -> None:
                     checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
     except SystemExit:  # a scheduler stopping the trial at its budget: nothing left to do
         return
+
+
+def _node_id() -> str:
+    """The Ray node this trial runs on (which machine of the cluster)."""
+    import ray
+
+    try:
+        return str(ray.get_runtime_context().get_node_id())
+    except Exception:  # not inside Ray (a direct call in tests)
+        return "none"
 
 
 def _stopped_early(client: Any, run_id: str, history: list[dict[str, float]]) -> None:
