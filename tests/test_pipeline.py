@@ -251,3 +251,12 @@ def test_report_of_an_unknown_experiment_is_exit_2(swept, tmp_path):
     res = cli("report", "--experiment", "nope", "--tracking-uri", swept["uri"], "--out",
               str(tmp_path), timeout=120)
     assert res.returncode == 2 and "no MLflow experiment 'nope'" in res.stderr
+
+
+def test_pair_metrics_parse_back_even_with_underscores_in_names():
+    from flowtopo.pipeline.report import _scores_from_metrics
+
+    got = _scores_from_metrics({"cluster_qap_label_transfer": 0.5, "cluster_qap_r2": 0.7,
+                                "oracle_rel_mse": 0.1, "tree_top1": 0.3, "unrelated": 1.0})
+    assert got == {"cluster_qap": {"label_transfer": 0.5, "r2": 0.7},
+                   "oracle": {"rel_mse": 0.1}, "tree": {"top1": 0.3}}

@@ -169,13 +169,15 @@ def _latest_match(client: Any, exp_id: str, img: Path, out: Path) -> dict[str, A
         summary["matrix_local"] = "img/score-matrix.png"
         children = client.search_runs(
             [exp_id], filter_string=f"tags.mlflow.parentRunId = '{pid}'", max_results=1000)
+        names = {r["run_id"]: r["name"] for r in summary["runs"]}
         rows = []
         for i, child in enumerate(sorted(children, key=lambda c: c.info.run_name or "")):
-            row = {"source_name": child.data.tags.get("source_run", "?")[:6],
-                   "target_name": child.data.tags.get("target_run", "?")[:6], "scores": {},
-                   "error": child.data.tags.get("error"), "ambiguous": False,
+            tags = child.data.tags
+            src, tgt = tags.get("source_run", "?"), tags.get("target_run", "?")
+            row = {"source_name": names.get(src, src[:6]), "target_name": names.get(tgt, tgt[:6]),
+                   "scores": {}, "error": child.data.tags.get("error"), "ambiguous": False,
                    "picture_local": None}
-            try:
+            if child.info.status == "FINISHED":
                 detail = json.loads(Path(client.download_artifacts(
                     child.info.run_id, "pair.json", tmp)).read_text())
                 row.update(scores=detail["scores"], ambiguous=detail["ambiguous"])
@@ -183,18 +185,26 @@ def _latest_match(client: Any, exp_id: str, img: Path, out: Path) -> dict[str, A
                     local = Path(client.download_artifacts(child.info.run_id, art.path, tmp))
                     shutil.copy(local, img / f"pair-{i}.png")
                     row["picture_local"] = f"img/pair-{i}.png"
-            except Exception:  # a failed pair has no pair.json: its error tag says why
-                row["scores"] = {k.split("_", 1)[0]: {} for k in child.data.metrics}
-                for key, v in child.data.metrics.items():
-                    method, _, name = key.partition("_")
-                    row["scores"].setdefault(method, {})[name] = v
-            names = {r["run_id"]: r["name"] for r in summary["runs"]}
-            row["source_name"] = names.get(child.data.tags.get("source_run"), row["source_name"])
-            row["target_name"] = names.get(child.data.tags.get("target_run"), row["target_name"])
+            else:  # a failed pair has no pair.json: its metrics hold the baselines' scores
+                row["scores"] = _scores_from_metrics(child.data.metrics)
             rows.append(row)
     summary["pairs"] = rows
     summary["parent_run_id"] = pid
     return summary
+
+
+SCORE_KEYS = ("r2", "rel_mse", "top1", "top5", "mrr", "cka", "label_transfer")
+
+
+def _scores_from_metrics(metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """``{method}_{score}`` metrics (method names may hold underscores) -> method -> scores."""
+    out: dict[str, dict[str, float]] = {}
+    for key, value in metrics.items():
+        for score in SCORE_KEYS:
+            if key.endswith(f"_{score}"):
+                out.setdefault(key.removesuffix(f"_{score}"), {})[score] = value
+                break
+    return out
 
 
 def _model_section(client: Any, uri: str, run_id: str, img: Path, out: Path) -> dict[str, Any]:
