@@ -4,8 +4,9 @@
    (target: <= 1.5x per step).
 2. Divergence-free continuous flow (no trace term: log|det| = 0) vs an FFJORD-style CNF that
    needs a Hutchinson trace estimate of div f, same data, same solver and tolerance
-   (target: >= 3x faster per step). NFE of both are printed. Beside it, the same field under
-   the Strang splitting integrator (``method="split"``), with its deviation from dopri5.
+   (target: >= 3x faster per step). NFE are printed. Beside it, the same masked field under
+   the Strang splitting integrator (``method="split"``) and a bipartite field under leapfrog,
+   each with its deviation from the same field's dopri5 map.
 
 Run: ``python -m benchmarks.flows [--batch 256] [--dim 8] [--repeats 20]``.
 """
@@ -106,38 +107,49 @@ def coupling_rows(d: int, k: int, batches: list[int], repeats: int) -> None:
               f"{'PASS' if tf / ts <= 1.5 else 'FAIL'} | {tl * 1e3:.2f} | {tf / tl:.2f}x |")
 
 
+def _continuous(d: int, k: int, **params: object) -> FlowAE:
+    return FlowAE.from_config({"dim": d, "k": k, "noise_std": 0.5, "prior": {"name": "gmm"},
+                               "flow": {"name": "continuous", "params": params}})
+
+
 def ode_rows(d: int, k: int, batches: list[int], repeats: int, tol: float,
              split_step: float) -> None:
-    print(f"\n## divergence-free ODE flow vs FFJORD-style CNF (dopri5, rtol=atol={tol}, D={d})")
-    print(f"`split`: the same masked field integrated by Strang splitting, step {split_step} "
-          "(exactly volume preserving at any step; `dev` = its largest deviation from the "
-          "dopri5 map on the batch)")
+    print(f"\n## divergence-free ODE flows vs FFJORD-style CNF (dopri5, rtol=atol={tol}, D={d})")
+    print(f"masked field under dopri5 (as FFJORD), and under Strang splitting (step {split_step}); "
+          f"bipartite field (same parameter count) under leapfrog (step {split_step}). The "
+          "split schemes are exactly volume preserving at any step; `dev` = largest deviation "
+          "of the split map from the same field's dopri5 map on the batch.")
     base = torch.distributions.Normal(0.0, 1.0)
-    print("| batch | ours dopri5 ms (NFE) | ours split ms (NFE) | dev | FFJORD ms (NFE) | "
-          "speed-up dopri5 (target >= 3x) | speed-up split |")
-    print("|---|---|---|---|---|---|---|")
+    print("| batch | FFJORD ms (NFE) | masked dopri5 ms (NFE) | speed-up (target >= 3x) | "
+          "masked split ms (NFE, dev) | speed-up | bipartite leapfrog ms (NFE, dev) | "
+          "speed-up |")
+    print("|---|---|---|---|---|---|---|---|")
+    target = n_params(_continuous(d, k, hidden=8).flow)
+    hb = next(h for h in range(4, 512)
+              if n_params(_continuous(d, k, field="bipartite", hidden=h).flow) >= target)
     for b in batches:
         torch.manual_seed(0)
         x = torch.randn(b, d)
-        cont = FlowAE.from_config({"dim": d, "k": k, "noise_std": 0.5, "prior": {"name": "gmm"},
-                                   "flow": {"name": "continuous", "params": {
-                                       "hidden": 8, "rtol": tol, "atol": tol}}})
-        split = FlowAE.from_config({"dim": d, "k": k, "noise_std": 0.5,
-                                    "prior": {"name": "gmm"},
-                                    "flow": {"name": "continuous", "params": {
-                                        "hidden": 8, "method": "split",
-                                        "step_size": split_step}}})
+        models = {
+            "masked": _continuous(d, k, hidden=8, rtol=tol, atol=tol),
+            "masked split": _continuous(d, k, hidden=8, method="split", step_size=split_step),
+            "bipartite dopri5": _continuous(d, k, field="bipartite", hidden=hb, rtol=tol,
+                                            atol=tol),
+            "bipartite leapfrog": _continuous(d, k, field="bipartite", hidden=hb,
+                                              method="split", step_size=split_step)}
         ffj = FFJORDField(d, 64)
-        for m in (cont, ffj):  # the same kind of non-trivial start for both
+        for m in (models["masked"], models["bipartite dopri5"], ffj):  # a non-trivial start
             with torch.no_grad():
                 for p in m.parameters():
                     p.add_(0.1 * torch.randn_like(p))
-        split.load_state_dict(cont.state_dict())
+        models["masked split"].load_state_dict(models["masked"].state_dict())
+        models["bipartite leapfrog"].load_state_dict(models["bipartite dopri5"].state_dict())
         with torch.no_grad():
-            dev = float((split.flow(x) - cont.flow(x)).abs().max())
-        opts = {name: torch.optim.Adam(m.parameters(), 1e-3)
-                for name, m in (("ours", cont), ("split", split), ("ffjord", ffj))}
-        nfe: dict[str, int] = {"ours": 0, "split": 0, "ffjord": 0}
+            dev = {"masked split": float((models["masked split"].flow(x)
+                                          - models["masked"].flow(x)).abs().max()),
+                   "bipartite leapfrog": float((models["bipartite leapfrog"].flow(x)
+                                                - models["bipartite dopri5"].flow(x)).abs().max())}
+        nfe: dict[str, int] = {}
 
         def step_flow(name: str, model: FlowAE, opt: torch.optim.Optimizer,
                       x: torch.Tensor = x, nfe: dict[str, int] = nfe) -> None:
@@ -147,9 +159,10 @@ def ode_rows(d: int, k: int, batches: list[int], repeats: int, tol: float,
             loss.backward()
             opt.step()
 
+        opt_j = torch.optim.Adam(ffj.parameters(), 1e-3)
+
         def step_ffjord(x: torch.Tensor = x, ffj: FFJORDField = ffj,
-                        opt: torch.optim.Optimizer = opts["ffjord"],
-                        nfe: dict[str, int] = nfe) -> None:
+                        opt: torch.optim.Optimizer = opt_j, nfe: dict[str, int] = nfe) -> None:
             ffj.e, ffj.nfe = torch.randn_like(x), 0
             t = torch.tensor([0.0, 1.0])
             z, dlogp = odeint(ffj, (x, torch.zeros(len(x))), t, rtol=tol, atol=tol,
@@ -160,13 +173,20 @@ def ode_rows(d: int, k: int, batches: list[int], repeats: int, tol: float,
             loss.backward()
             opt.step()
 
-        tc = time_it(functools.partial(step_flow, "ours", cont, opts["ours"]), repeats, 2)
-        ts = time_it(functools.partial(step_flow, "split", split, opts["split"]), repeats, 2)
-        tj = time_it(step_ffjord, repeats, 2)
-        print(f"| {b} | {tc * 1e3:.1f} ({nfe['ours']}) | {ts * 1e3:.1f} ({nfe['split']}) | "
-              f"{dev:.1e} | {tj * 1e3:.1f} ({nfe['ffjord']}) | "
-              f"{tj / tc:.2f}x {'PASS' if tj / tc >= 3 else 'FAIL'} | {tj / ts:.2f}x |")
-    print(f"params: ours {n_params(cont.flow)}, FFJORD {n_params(ffj)}")
+        ms = {"ffjord": time_it(step_ffjord, repeats, 2)}
+        for name in ("masked", "masked split", "bipartite leapfrog"):
+            opt = torch.optim.Adam(models[name].parameters(), 1e-3)
+            ms[name] = time_it(functools.partial(step_flow, name, models[name], opt), repeats, 2)
+        tj = ms["ffjord"]
+        cells = [f"{tj * 1e3:.1f} ({nfe['ffjord']})",
+                 f"{ms['masked'] * 1e3:.1f} ({nfe['masked']})",
+                 f"{tj / ms['masked']:.2f}x {'PASS' if tj / ms['masked'] >= 3 else 'FAIL'}"]
+        for name in ("masked split", "bipartite leapfrog"):
+            cells += [f"{ms[name] * 1e3:.1f} ({nfe[name]}, {dev[name]:.0e})",
+                      f"{tj / ms[name]:.2f}x {'PASS' if tj / ms[name] >= 3 else 'FAIL'}"]
+        print(f"| {b} | " + " | ".join(cells) + " |")
+    print(f"params: masked {target}, bipartite {n_params(models['bipartite leapfrog'].flow)} "
+          f"(hidden {hb}), FFJORD {n_params(ffj)}")
 
 
 def main() -> None:

@@ -5,6 +5,9 @@ flow map. Two constructions, both exactly divergence free:
 
 - ``masked``: component ``v_i`` does not depend on ``x_i`` (a block-masked MLP), so every
   ``∂v_i/∂x_i = 0``. No autograd inside the field: cheap.
+- ``bipartite``: ``v = (v_A(t, x_B), v_B(t, x_A))`` on the split x = (x_A, x_B): each half moves
+  as a function of the other half only (the shape of a separable Hamiltonian), so the Jacobian
+  of v has zero diagonal blocks.
 - ``gradient``: ``v = M ∇φ(t, x)`` with ``M = S - Sᵀ`` antisymmetric and ``φ`` a scalar MLP, so
   ``div v = tr(M ∇²φ) = 0`` (antisymmetric times symmetric). A Hamiltonian field ``J∇H`` is the
   special case ``M = J``.
@@ -13,11 +16,13 @@ Adaptive Runge-Kutta solvers (dopri5, ...) follow the exact flow only up to thei
 the computed map preserves volume only up to that tolerance (measured in the tests and in
 docs/method.md). Fixed-step solvers need ``step_size``.
 
-``method="split"`` (masked field only; written here, torchdiffeq has no such solver) is a
-Strang splitting: each step updates one coordinate at a time, ``x_i += h/2 · v_i(t, x)``, for
-i = 1..D and back D..1. Each update is a shear (``v_i`` ignores ``x_i``), so the DISCRETE map
-preserves volume exactly (to rounding) and is inverted exactly by the same step with ``-h``;
-the scheme is second order and time-symmetric. It costs two field evaluations per step.
+``method="split"`` (written here, torchdiffeq has no such solver) is a Strang splitting. For the
+masked field each step updates one coordinate at a time, ``x_i += h/2 · v_i(t, x)``, for
+i = 1..D and back D..1 (two field evaluations per step, in D small pieces); for the bipartite
+field it is leapfrog: ``x_A += h/2 v_A; x_B += h v_B; x_A += h/2 v_A`` (1.5 evaluations per
+step, no loop over coordinates). Every update is a shear, so the DISCRETE map preserves volume
+exactly (to rounding) and is inverted exactly by the same step with ``-h``; both schemes are
+second order and time-symmetric.
 Counting: `nfe` is the number of field evaluations of the last forward/inverse call.
 References: Chen et al., "Neural Ordinary Differential Equations", NeurIPS 2018 (torchdiffeq).
 """
@@ -123,7 +128,30 @@ class GradientField(nn.Module):
         return g @ (self.s - self.s.T).T
 
 
-FIELDS: dict[str, type[nn.Module]] = {"masked": MaskedField, "gradient": GradientField}
+class BipartiteField(nn.Module):
+    """``v = (v_A(t, x_B), v_B(t, x_A))`` with x_A the first ``dim // 2`` coordinates."""
+
+    def __init__(self, dim: int, hidden: int, depth: int, act: str) -> None:
+        super().__init__()
+        self.a = dim // 2
+        self.net_a = mlp(dim - self.a + 1, self.a, hidden, depth, act)
+        self.net_b = mlp(self.a + 1, dim - self.a, hidden, depth, act)
+
+    def va(self, t: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+        """The A half's velocity from the B half: (n, D - a) -> (n, a)."""
+        return self.net_a(torch.cat([xb, t.to(xb).expand(xb.shape[0], 1)], 1))
+
+    def vb(self, t: torch.Tensor, xa: torch.Tensor) -> torch.Tensor:
+        """The B half's velocity from the A half: (n, a) -> (n, D - a)."""
+        return self.net_b(torch.cat([xa, t.to(xa).expand(xa.shape[0], 1)], 1))
+
+    def forward(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``v(t, x)``: (n, D) -> (n, D)."""
+        return torch.cat([self.va(t, x[:, self.a:]), self.vb(t, x[:, :self.a])], 1)
+
+
+FIELDS: dict[str, type[nn.Module]] = {"masked": MaskedField, "bipartite": BipartiteField,
+                                      "gradient": GradientField}
 
 
 class _Counted(nn.Module):
@@ -172,9 +200,9 @@ class ContinuousFlow(VolumePreservingFlow):
         if method not in ADAPTIVE + FIXED + SPLIT:
             raise InputError(f"flow 'continuous': unknown method {method!r}; valid: "
                              f"{', '.join(ADAPTIVE + FIXED + SPLIT)}")
-        if method in SPLIT and (field != "masked" or adjoint):
-            raise InputError("flow 'continuous': method 'split' needs field 'masked' and no "
-                             "adjoint")
+        if method in SPLIT and (field not in ("masked", "bipartite") or adjoint):
+            raise InputError("flow 'continuous': method 'split' needs field 'masked' or "
+                             "'bipartite' and no adjoint")
         if method in FIXED + SPLIT and not (step_size and step_size > 0):
             raise InputError(f"flow 'continuous': fixed-step method {method!r} needs "
                              f"step_size > 0")
@@ -218,11 +246,20 @@ class ContinuousFlow(VolumePreservingFlow):
         field = self.func.field
         steps = max(1, round(abs(t1 - t0) / self.params["step_size"]))
         h = (t1 - t0) / steps
+        mids = [torch.tensor(t0 + (s + 0.5) * h, dtype=x.dtype, device=x.device)
+                for s in range(steps)]
+        if isinstance(field, BipartiteField):  # leapfrog
+            xa, xb = x[:, :field.a], x[:, field.a:]
+            for tm in mids:
+                xa = xa + (h / 2) * field.va(tm, xb)
+                xb = xb + h * field.vb(tm, xa)
+                xa = xa + (h / 2) * field.va(tm, xb)
+            self._nfe = (3 * steps + 1) // 2  # each half-field call is half an evaluation
+            return torch.cat([xa, xb], 1)
         order = list(range(self.dim))
         field.prepare_groups()
         try:
-            for s in range(steps):
-                tm = torch.tensor(t0 + (s + 0.5) * h, dtype=x.dtype, device=x.device)
+            for tm in mids:
                 for sweep in (order, order[::-1]):
                     for i in sweep:
                         xi = x[:, i] + (h / 2) * field.component(tm, x, i)
