@@ -260,3 +260,19 @@ def test_pair_metrics_parse_back_even_with_underscores_in_names():
                                 "oracle_rel_mse": 0.1, "tree_top1": 0.3, "unrelated": 1.0})
     assert got == {"cluster_qap": {"label_transfer": 0.5, "r2": 0.7},
                    "oracle": {"rel_mse": 0.1}, "tree": {"top1": 0.3}}
+
+
+@pytest.mark.parametrize("dim, image", [(64, True), (6, False)])
+def test_exemplars_are_an_image_grid_for_image_data(tmp_path, dim, image):
+    from matplotlib.image import imread
+
+    from flowtopo.pipeline.report_plots import plot_exemplars
+
+    rng = np.random.default_rng(0)
+    path = plot_exemplars({0: rng.random((8, dim)), 3: rng.random((5, dim))},
+                          tmp_path / "ex.png")
+    height, width = imread(path).shape[:2]
+    if image:  # 2 leaves x 8 columns of 8x8 images, 1 inch (110 px) per cell
+        assert (width, height) == (8 * 110, round(2.4 * 110))
+    else:  # one panel of feature profiles
+        assert (width, height) == (round(4.5 * 110), round(4.5 * 110))
