@@ -54,6 +54,22 @@ def ensure_experiment(tracking_uri: str, name: str) -> str:
     return client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
 
 
+def find_experiment(client: Any, name: str) -> Any:
+    """The MLflow experiment ``name``.
+
+    Raises:
+        InputError: no such experiment (the message lists the ones there are).
+
+    """
+    from flowtopo.errors import InputError
+
+    exp = client.get_experiment_by_name(name)
+    if exp is None:
+        names = ", ".join(e.name for e in client.search_experiments()) or "none"
+        raise InputError(f"no MLflow experiment {name!r}; found: {names}")
+    return exp
+
+
 def log_metrics(client: Any, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
     """Log ``metrics`` at ``step`` in ONE request (``log_batch``), not one call per metric."""
     import time

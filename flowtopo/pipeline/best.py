@@ -29,7 +29,7 @@ def best_priors(experiment: str, *, tracking_uri: str | None = None,
     """
     import mlflow
 
-    from flowtopo.tracking import resolve_tracking_uri
+    from flowtopo.tracking import find_experiment, resolve_tracking_uri
 
     if metric not in SUMMARY_METRICS:
         raise InputError(f"unknown ranking metric {metric!r}; valid: "
@@ -37,10 +37,7 @@ def best_priors(experiment: str, *, tracking_uri: str | None = None,
     if by not in ("family", "dataset"):
         raise InputError(f"--by must be family or dataset, got {by!r}")
     client = mlflow.MlflowClient(resolve_tracking_uri(tracking_uri))
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        names = ", ".join(e.name for e in client.search_experiments()) or "none"
-        raise InputError(f"no MLflow experiment {experiment!r}; found: {names}")
+    exp = find_experiment(client, experiment)
     runs = client.search_runs(
         [exp.experiment_id],
         filter_string="attributes.status = 'FINISHED' and tags.`flowtopo.kind` = 'trial'",

@@ -182,7 +182,7 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
 
     from flowtopo.matching import METHODS, TRANSFORMS
     from flowtopo.sweep.runner import init_ray
-    from flowtopo.tracking import resolve_tracking_uri
+    from flowtopo.tracking import find_experiment, resolve_tracking_uri
 
     for name in [cfg.method, *cfg.baselines]:
         if name not in METHODS or name in ("oracle", "relative"):
@@ -192,10 +192,7 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
         raise InputError(f"unknown transform {cfg.transform!r}; valid: {', '.join(TRANSFORMS)}")
     uri = resolve_tracking_uri(cfg.tracking_uri)
     client = mlflow.MlflowClient(uri)
-    exp = client.get_experiment_by_name(cfg.experiment)
-    if exp is None:
-        names = ", ".join(e.name for e in client.search_experiments()) or "none"
-        raise InputError(f"no MLflow experiment {cfg.experiment!r}; found: {names}")
+    exp = find_experiment(client, cfg.experiment)
     runs = choose_runs(cfg, client, exp.experiment_id)
     names = {r.info.run_id: _short_name(r) for r in runs}
     with tempfile.TemporaryDirectory() as tmp:

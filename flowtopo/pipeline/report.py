@@ -106,14 +106,11 @@ def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None =
 
     from flowtopo.pipeline.best import best_priors
     from flowtopo.pipeline.report_plots import plot_families, plot_loss_curves
-    from flowtopo.tracking import resolve_tracking_uri
+    from flowtopo.tracking import find_experiment, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
     client = mlflow.MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        names = ", ".join(e.name for e in client.search_experiments()) or "none"
-        raise InputError(f"no MLflow experiment {experiment!r}; found: {names}")
+    exp = find_experiment(client, experiment)
     trials = client.search_runs([exp.experiment_id],
                                 filter_string="tags.`flowtopo.kind` = 'trial'", max_results=5000)
     if not trials:
