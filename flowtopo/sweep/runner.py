@@ -207,7 +207,7 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
     if interrupted(results):
         out.interrupted = True
         return out
-    _close_orphans(client, runtime, "stopped by the scheduler")
+    _close_orphans(client, runtime, "by the scheduler (its run was closed when the sweep finished)")
     best_per_family = _best_per_family(results, spec)
     if spec.seeds > 1 and best_per_family:
         spec_json = spec.model_dump(mode="json")
