@@ -199,3 +199,17 @@ def test_mnist_missing_files_say_where_to_put_them(tmp_path):
     (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x01\x02junk")
     with pytest.raises(InputError, match="bad magic"):
         read_idx(tmp_path / "train-images-idx3-ubyte")
+
+
+def test_warped_pair_target_density_is_the_exact_pushforward():
+    from flowtopo.data import warped_pair
+
+    p = warped_pair([[2, 1], 1], 3, seed=2, warp=0.3, n=500, n_test=20)
+    u, eps = p.test_source, 1e-6
+    for i in range(5):
+        jac = np.stack([(p.true_map(u[i:i + 1] + eps * e) - p.true_map(u[i:i + 1] - eps * e))[0]
+                        / (2 * eps) for e in np.eye(3)], axis=1)
+        expected = p.source_log_prob(u[i:i + 1])[0] - np.log(abs(np.linalg.det(jac)))
+        assert p.target_log_prob(p.true_map(u[i:i + 1]))[0] == pytest.approx(expected, abs=1e-6)
+    assert np.allclose(p.test_target, p.true_map(p.test_source))
+    assert p.source.shape == p.target.shape == (500, 3)

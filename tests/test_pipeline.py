@@ -120,7 +120,14 @@ def test_match_aligns_every_pair_as_ray_tasks_and_records_it(swept, tmp_path):
             pair["scores"]["tree"]["r2"])
         arts = [a.path for a in client.list_artifacts(run.info.run_id, "pictures")]
         assert len(arts) == 1 and arts[0].endswith(".png")
+        # the oracle-free fit check is recorded beside the scores
+        assert run.data.metrics["fit_kl"] == pytest.approx(pair["fit_kl"])
+        assert pair["poor_fit"] == (pair["fit_kl"] > 0.25) == ("poor_fit" in run.data.tags)
     assert summary["failed_pairs"] == 0 and parent.data.metrics["failed_pairs"] == 0
+    assert parent.data.metrics["poor_fit_pairs"] == summary["poor_fit_pairs"] == sum(
+        p["poor_fit"] for p in summary["pairs"])
+    assert len(summary["warnings"]) == summary["poor_fit_pairs"] + sum(
+        c["error"] > 0.1 for c in summary["cycles"])
     # at least the well-trained pair translates nearly as well as the supervised oracle
     assert max(p["scores"]["tree"]["r2"] / p["scores"]["oracle"]["r2"]
                for p in summary["pairs"]) > 0.95
@@ -253,6 +260,38 @@ def test_report_of_an_unknown_experiment_is_exit_2(swept, tmp_path):
     res = cli("report", "--experiment", "nope", "--tracking-uri", swept["uri"], "--out",
               str(tmp_path), timeout=120)
     assert res.returncode == 2 and "no MLflow experiment 'nope'" in res.stderr
+
+
+def test_a_map_between_mismatched_spaces_is_recorded_as_a_poor_fit(tmp_path):
+    """Clusters all found partners, but the spaces hold different data: the record says so."""
+    import mlflow
+
+    from flowtopo.data import warped_pair
+    from flowtopo.matching import LatentSpace, align
+    from flowtopo.pipeline.match import MatchConfig, _record_pair, _summary
+
+    a = warped_pair([[3, 1], [2, [1, 1]]], 3, n=3000)
+    b = warped_pair([[3, 1], [2, 1]], 3, n=3000)
+    res = align(LatentSpace(a.source, a.source_log_prob), LatentSpace(b.target,
+                                                                      b.target_log_prob))
+    assert res.poor_fit
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'm.db'}")
+    exp = client.create_experiment("x", artifact_location=str(tmp_path / "art"))
+    parent = client.create_run(exp).info.run_id
+    pair = {"result": res, "scores": {"tree": {"r2": 0.1}}, "seconds": 1.0,
+            "z_source": a.source, "z_target": b.target, "test_source": a.test_source,
+            "test_target": b.test_target, "y_test": a.test_labels}
+    cfg = MatchConfig(experiment="x")
+    row = _record_pair(client, exp, parent, "ra", "rb", {"ra": "A", "rb": "B"}, pair, cfg,
+                       tmp_path)
+    run = client.get_run(row["run_id"])
+    assert run.data.metrics["fit_kl"] == pytest.approx(res.fit_kl)
+    assert run.data.tags["poor_fit"].startswith(f"fit KL {res.fit_kl:.3g}")
+    summary = _summary("m", parent, {"ra": "A", "rb": "B"}, [row],
+                       [{"cycle": ["A", "B", "C"], "error": 0.5}], cfg, {"name": "x"})
+    assert summary["poor_fit_pairs"] == 1
+    assert summary["warnings"][0].startswith("A -> B: the map does not carry")
+    assert "cycle A -> B -> C: error 0.5" in summary["warnings"][1]
 
 
 def test_pair_metrics_parse_back_even_with_underscores_in_names():

@@ -8,6 +8,7 @@ from flowtopo.data._hierarchy import (
     HierarchicalMixture,
     balanced_shape,
 )
+from flowtopo.data._pairs import WarpedPair, warped_pair
 from flowtopo.data._registry import DATASETS, load_dataset
 
 __all__ = [
@@ -17,10 +18,12 @@ __all__ = [
     "HierarchicalGenerator",
     "HierarchicalMixture",
     "Standardizer",
+    "WarpedPair",
     "balanced_shape",
     "check_array",
     "load_dataset",
     "read_array_file",
     "read_idx",
     "read_idx_dir",
+    "warped_pair",
 ]

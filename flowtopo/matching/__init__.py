@@ -17,7 +17,8 @@ from flowtopo.matching._baselines import (
 )
 from flowtopo.matching._fit_quality import sliced_wasserstein
 from flowtopo.matching._many import ManyResult, align_many, align_models
-from flowtopo.matching._result import AlignResult, Candidate, LatentSpace
+from flowtopo.matching._ml_polish import symmetric_kl
+from flowtopo.matching._result import POOR_FIT_KL, AlignResult, Candidate, LatentSpace
 from flowtopo.matching._transforms import TRANSFORMS, fit_map
 from flowtopo.matching._tree_match import TreeMatcher, TreeMatching
 from flowtopo.matching._tree_method import NotIdentifiable, align_tree
@@ -59,11 +60,14 @@ def align(source: LatentSpace | np.ndarray, target: LatentSpace | np.ndarray, *,
         if len(space.points) < max(20, 2 * space.k + 2):
             raise InputError(f"{name}: too few points ({len(space.points)}) to align "
                              f"{space.k}-dim latents")
-    return METHODS[method](s, t, transform=transform, seed=seed, **options)
+    res = METHODS[method](s, t, transform=transform, seed=seed, **options)
+    res.fit_kl = symmetric_kl(s, t, res.matrix, res.offset, seed=seed)
+    return res
 
 
 __all__ = [
     "METHODS",
+    "POOR_FIT_KL",
     "AlignResult",
     "Candidate",
     "LatentSpace",
@@ -76,4 +80,5 @@ __all__ = [
     "align_models",
     "fit_map",
     "sliced_wasserstein",
+    "symmetric_kl",
 ]

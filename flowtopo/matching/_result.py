@@ -66,6 +66,11 @@ class Candidate:
     offset: np.ndarray
 
 
+POOR_FIT_KL = 0.25
+"""Symmetric KL (nats) above which a map is flagged: right maps measure ~0.01 on the synthetic
+problems, the runner-up matchings 0.75 and more (docs/method.md)."""
+
+
 @dataclass
 class AlignResult:
     """A fitted map from the source latent space to the target's.
@@ -81,6 +86,9 @@ class AlignResult:
             fitted the target distribution best (see ``candidates``).
         candidates: scored alternatives, best first.
         info: method details (trees, sizes, timings).
+        fit_kl: oracle-free fit check when both densities are exact: the symmetric KL between
+            the mapped source and the target (nats; ~0 for a right map, of the affine part for
+            ``nonlinear``); None otherwise. See `poor_fit`.
 
     """
 
@@ -95,6 +103,16 @@ class AlignResult:
     supervised: bool = False
     info: dict[str, Any] = field(default_factory=dict)
     residual: Callable[[np.ndarray], np.ndarray] | None = None
+    fit_kl: float | None = None
+
+    @property
+    def poor_fit(self) -> bool:
+        """True when ``fit_kl`` exceeds `POOR_FIT_KL`.
+
+        The map does not carry one distribution onto the other, whatever the matching said
+        (e.g. models with different prior families, or clusters that collapsed in one model).
+        """
+        return self.fit_kl is not None and self.fit_kl > POOR_FIT_KL
 
     def transform(self, z: np.ndarray) -> np.ndarray:
         """Map source latents (m, k_source) to target coordinates (m, k_target)."""

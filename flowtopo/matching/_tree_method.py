@@ -11,19 +11,29 @@
    Wasserstein); the best is refined fully
    (``refine_iters`` rounds of ``per_leaf`` points per leaf). ``ambiguous`` when several
    structural matchings tie, or when the two best fits are within 0.05 nats.
-   For small trees (<= 6 leaves) all leaf correspondences are also tried
-   (`_leaf_candidates`): learned densities reproduce clusters more reliably than nesting.
+   Leaf correspondences are also tried (`flowtopo.matching._leaf_search`): all of them for
+   small trees (<= 6 leaves), else those proposed by quadratic assignment of whitened
+   centroid distances; learned densities reproduce clusters more reliably than nesting.
+5. When a density is exact (a callable ``log_density``), the winner is polished by symmetric
+   maximum likelihood (`flowtopo.matching._ml_polish`): the OT refinement pairs two independent
+   samples and keeps their noise; the likelihood uses every point against an exact density.
 """
 
 from __future__ import annotations
 
-import itertools
 from typing import Any
 
 import numpy as np
 
 from flowtopo.errors import InputError
-from flowtopo.matching._fit_quality import sliced_wasserstein
+from flowtopo.matching._fit_quality import fit_score
+from flowtopo.matching._leaf_search import (
+    centroid_fit,
+    leaf_candidates,
+    needed,
+    qap_leaf_candidates,
+)
+from flowtopo.matching._ml_polish import ml_polish
 from flowtopo.matching._result import AlignResult, Candidate, LatentSpace
 from flowtopo.matching._transforms import fit_map, fit_residual
 from flowtopo.matching._tree_match import TreeMatcher, TreeMatching
@@ -36,10 +46,6 @@ class NotIdentifiable(InputError):
 
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
-
-
-def _needed(kind: str, k: int) -> int:
-    return k if kind == "linear" else k + 1
 
 
 def _check_identifiable(ts: DensityTree, tt: DensityTree, pairs: list[tuple[int, int]],
@@ -55,16 +61,8 @@ def _check_identifiable(ts: DensityTree, tt: DensityTree, pairs: list[tuple[int,
             f"{len(ts.leaves())} mode(s), target {len(tt.leaves())}, and the {len(leaves)} "
             f"matched clusters span only {rank} of {k_s} dims; {_article(kind)} {kind} map "
             f"needs "
-            f"{_needed(kind, k_s)} matched clusters in general position (an isotropic "
+            f"{needed(kind, k_s)} matched clusters in general position (an isotropic "
             "Gaussian, for one, is invariant under every rotation)")
-
-
-def _fit_from_nodes(ts: DensityTree, tt: DensityTree, pairs: list[tuple[int, int]],
-                    kind: str) -> tuple[np.ndarray, np.ndarray]:
-    x = np.array([ts.nodes[u].centroid for u, _ in pairs])
-    y = np.array([tt.nodes[v].centroid for _, v in pairs])
-    w = np.array([min(ts.nodes[u].mass, tt.nodes[v].mass) for u, v in pairs]) + 1e-6
-    return fit_map(kind, x, y, w)
 
 
 def _leaf_pairs(ts: DensityTree, tt: DensityTree, pairs: list[tuple[int, int]]
@@ -108,59 +106,10 @@ def _refine(src: np.ndarray, tgt: np.ndarray, ts: DensityTree, tt: DensityTree,
     return matrix, offset, xs, ys
 
 
-def fit_score(source: LatentSpace, target: LatentSpace, matrix: np.ndarray, offset: np.ndarray,
-              seed: int = 0, n: int = 4000) -> tuple[float, str]:
-    """How badly the mapped source fits the target (lower is better), and the criterion used.
-
-    With an exact target density and equal dims: the negative log-likelihood of the mapped
-    source under the target pulled back through the map,
-    ``-(mean log p_t(A x + b) + log|det A|)`` (KL(source || T⁻¹#target) up to a constant).
-    Otherwise the sliced-Wasserstein distance between mapped source and target points.
-    """
-    mapped = source.points @ matrix.T + offset
-    if callable(target.log_density) and matrix.shape[0] == matrix.shape[1]:
-        rng = np.random.default_rng(seed)
-        idx = rng.choice(len(mapped), min(n, len(mapped)), replace=False)
-        sign, logdet = np.linalg.slogdet(matrix)
-        if sign != 0:
-            ll = np.asarray(target.log_density(mapped[idx]), dtype=np.float64)
-            return float(-(ll.mean() + logdet)), "nll"
-    return sliced_wasserstein(mapped, target.points, seed=seed), "sliced_w2"
-
-
-def _leaf_candidates(ts: DensityTree, tt: DensityTree, source: LatentSpace,
-                     target: LatentSpace, kind: str, seed: int, max_leaves: int = 6,
-                     keep: int = 4) -> list[TreeMatching]:
-    """Leaf correspondences ranked by how well their centroid fit maps source onto target.
-
-    Learned densities reproduce the data's clusters more reliably than their nesting, so for
-    small trees (<= ``max_leaves`` leaves on the smaller side) every injective assignment of
-    leaves is fitted from leaf centroids and scored by `fit_score` on 1,000 points; the best
-    ``keep`` join the structural candidates. Returns [] when the search does not apply.
-    """
-    ls, lt = [n.id for n in ts.leaves()], [n.id for n in tt.leaves()]
-    m = min(len(ls), len(lt))
-    if m > max_leaves or m < _needed(kind, source.k):
-        return []
-    scored = []
-    for sub in itertools.combinations(ls, m):
-        x = np.array([ts.nodes[u].centroid for u in sub])
-        for perm in itertools.permutations(lt, m):
-            y = np.array([tt.nodes[v].centroid for v in perm])
-            w = np.array([min(ts.nodes[u].mass, tt.nodes[v].mass)
-                          for u, v in zip(sub, perm, strict=True)]) + 1e-6
-            a, b = fit_map(kind, x, y, w)
-            fit, _ = fit_score(source, target, a, b, seed, n=1000)
-            if np.isfinite(fit):
-                scored.append((fit, [(0, 0), *zip(sub, perm, strict=True)]))
-    scored.sort(key=lambda t: t[0])
-    return [TreeMatching(float("nan"), list(p)) for _, p in scored[:keep]]
-
-
 def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "affine",
                seed: int = 0, k_neighbors: int = 15, min_persistence: float = 2.0,
                min_mass: float = 0.01, refine_iters: int = 6, per_leaf: int = 1000,
-               tie: float = 0.03, **_: Any) -> AlignResult:
+               tie: float = 0.03, polish: bool = True, **_: Any) -> AlignResult:
     """Align ``source`` to ``target`` by matching their density trees (see module docstring).
 
     Raises:
@@ -175,14 +124,15 @@ def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "af
     matcher = TreeMatcher(ts, tt, tie=tie)
     found: list[TreeMatching] = matcher.candidates()
     structural_tie = len(found) > 1
-    leaf_search = _leaf_candidates(ts, tt, source, target, transform, seed)
+    leaf_search = (leaf_candidates(ts, tt, source, target, transform, seed)
+                   or qap_leaf_candidates(ts, tt, source, target, transform, seed))
     known = {tuple(sorted(c.pairs)) for c in found}
     found += [c for c in leaf_search if tuple(sorted(c.pairs)) not in known]
     _check_identifiable(ts, tt, found[0].pairs if not leaf_search else leaf_search[0].pairs,
                         transform, source.k)
     scored: list[Candidate] = []
     for cand in found:  # score every candidate after one quick refinement
-        a, b = _fit_from_nodes(ts, tt, cand.pairs, transform)
+        a, b = centroid_fit(ts, tt, cand.pairs, transform)
         a, b, _, _ = _refine(source.points, target.points, ts, tt, cand.pairs, transform, a, b,
                              1, 200, rng)
         fit, criterion = fit_score(source, target, a, b, seed)
@@ -192,6 +142,9 @@ def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "af
     best = scored[0]  # then refine the winner fully
     a, b, xs, ys = _refine(source.points, target.points, ts, tt, best.node_pairs, transform,
                            best.matrix, best.offset, refine_iters, per_leaf, rng)
+    polished = ml_polish(source, target, transform, a, b, seed=seed) if polish else None
+    if polished is not None:
+        a, b = polished.matrix, polished.offset
     best.matrix, best.offset = a, b
     best.fit, criterion = fit_score(source, target, a, b, seed)
     residual = None
@@ -202,4 +155,7 @@ def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "af
         node_pairs=best.node_pairs, cost=best.tree_cost, ambiguous=structural_tie or close,
         candidates=scored, residual=residual,
         info={"source_tree": ts, "target_tree": tt, "n_candidates": len(scored),
-              "fit": best.fit, "fit_criterion": criterion})
+              "fit": best.fit, "fit_criterion": criterion,
+              "polish": None if polished is None else {
+                  "sides": polished.sides, "before": polished.before,
+                  "after": polished.after, "iterations": polished.iterations}})

@@ -229,6 +229,8 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
         cycles = _cycles(results, names)
         summary = _summary(match_id, pid, names, pair_rows, cycles, cfg, dataset)
         _record_parent(client, pid, summary, Path(tmp))
+    for warning in summary["warnings"]:
+        log(f"warning: {warning}")
     if cfg.json_out is not None:
         Path(cfg.json_out).parent.mkdir(parents=True, exist_ok=True)
         Path(cfg.json_out).write_text(json.dumps(summary, indent=2))
@@ -244,6 +246,7 @@ def _record_pair(client: Any, exp_id: str, parent_id: str, a: str, b: str,
                  names: dict[str, str], res: dict[str, Any], cfg: MatchConfig,
                  tmp: Path) -> dict[str, Any]:
     """One MLflow run for the ordered pair (a -> b): map, node pairs, scores, pictures."""
+    from flowtopo.matching import POOR_FIT_KL
     from flowtopo.matching.plot import plot_match
     from flowtopo.tracking import log_metrics
 
@@ -266,7 +269,11 @@ def _record_pair(client: Any, exp_id: str, parent_id: str, a: str, b: str,
     detail = {"matrix": ar.matrix.tolist(), "offset": ar.offset.tolist(),
               "node_pairs": [list(map(int, p)) for p in ar.node_pairs], "cost": float(ar.cost),
               "ambiguous": bool(ar.ambiguous), "candidates": len(ar.candidates),
-              "transform": ar.transform_kind}
+              "transform": ar.transform_kind, "fit_kl": ar.fit_kl, "poor_fit": ar.poor_fit}
+    if ar.fit_kl is not None:
+        log_metrics(client, rid, {"fit_kl": ar.fit_kl})
+    if ar.poor_fit:
+        client.set_tag(rid, "poor_fit", f"fit KL {ar.fit_kl:.3g} nats > {POOR_FIT_KL}")
     if "source_tree" in ar.info:
         detail["source_tree"] = json.loads(ar.info["source_tree"].to_json())
         detail["target_tree"] = json.loads(ar.info["target_tree"].to_json())
@@ -312,7 +319,25 @@ def _summary(match_id: str, pid: str, names: dict[str, str], rows: list[dict[str
             "transform": cfg.transform, "dataset": dataset,
             "runs": [{"run_id": r, "name": n} for r, n in names.items()],
             "r2_matrix": matrix, "mean_r2": mean, "pairs": rows, "cycles": cycles,
-            "failed_pairs": len(rows) - len(ok)}
+            "failed_pairs": len(rows) - len(ok),
+            "poor_fit_pairs": sum(bool(r.get("poor_fit")) for r in ok),
+            "warnings": _warnings(ok, cycles)}
+
+
+CYCLE_WARN = 0.1
+"""Cycle error (relative to the latents' variance) above which a triple is called out."""
+
+
+def _warnings(ok: list[dict[str, Any]], cycles: list[dict[str, Any]]) -> list[str]:
+    """Oracle-free doubts about the maps: poor distribution fit, inconsistent cycles."""
+    from flowtopo.matching import POOR_FIT_KL
+
+    out = [f"{r['source_name']} -> {r['target_name']}: the map does not carry one latent "
+           f"distribution onto the other (fit KL {r['fit_kl']:.3g} nats > {POOR_FIT_KL}); "
+           "do not trust it" for r in ok if r.get("poor_fit")]
+    out += [f"cycle {' -> '.join(c['cycle'])}: error {c['error']:.3g} > {CYCLE_WARN}; "
+            "the maps of this triple disagree" for c in cycles if c["error"] > CYCLE_WARN]
+    return out
 
 
 def _record_parent(client: Any, pid: str, summary: dict[str, Any], tmp: Path) -> None:
@@ -321,6 +346,7 @@ def _record_parent(client: Any, pid: str, summary: dict[str, Any], tmp: Path) ->
 
     metrics = {f"mean_r2_{m}": v for m, v in summary["mean_r2"].items()}
     metrics["failed_pairs"] = float(summary["failed_pairs"])
+    metrics["poor_fit_pairs"] = float(summary["poor_fit_pairs"])
     if summary["cycles"]:
         metrics["max_cycle_error"] = max(c["error"] for c in summary["cycles"])
         metrics["mean_cycle_error"] = float(np.mean([c["error"] for c in summary["cycles"]]))

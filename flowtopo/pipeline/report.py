@@ -53,15 +53,20 @@ the latents are indistinguishable from the prior).</p>
 split. The oracle is fitted on true pairs: the supervised upper bound.</p>
 <table id="scores"><tr><th class="l">source</th><th class="l">target</th>
 {% for m in methods %}<th>{{ m }} R²</th>{% endfor %}<th>top-1</th><th>MRR</th>
-<th>label transfer</th><th class="l">note</th></tr>
+<th>label transfer</th><th title="symmetric KL between mapped source and target: ~0 for
+a right map">fit KL</th><th class="l">note</th></tr>
 {% for p in match.pairs %}<tr><td class="l">{{ p.source_name }}</td>
 <td class="l">{{ p.target_name }}</td>
 {% for m in methods %}<td>{{ fmt(p.scores.get(m, {}).get("r2")) }}</td>{% endfor %}
 <td>{{ fmt(p.scores.get(match.method, {}).get("top1")) }}</td>
 <td>{{ fmt(p.scores.get(match.method, {}).get("mrr")) }}</td>
 <td>{{ fmt(p.scores.get(match.method, {}).get("label_transfer")) }}</td>
-<td class="l">{{ p.error or ("ambiguous: chosen by fit" if p.ambiguous else "") }}</td></tr>
+<td>{{ fmt(p.fit_kl) }}</td>
+<td class="l">{{ p.error or ("POOR FIT: do not trust this map" if p.poor_fit else "") }}
+{{ "ambiguous: chosen by fit" if p.ambiguous else "" }}</td></tr>
 {% endfor %}</table>
+{% if match.warnings %}<ul id="warnings">{% for w in match.warnings %}<li>{{ w }}</li>
+{% endfor %}</ul>{% endif %}
 {% if match.cycles %}<table id="cycles"><tr><th class="l">cycle</th><th>error</th></tr>
 {% for c in match.cycles %}<tr><td class="l">{{ c.cycle | join(" → ") }}</td>
 <td>{{ fmt(c.error) }}</td></tr>{% endfor %}</table>{% endif %}
@@ -173,11 +178,12 @@ def _latest_match(client: Any, exp_id: str, img: Path, out: Path) -> dict[str, A
             src, tgt = tags.get("source_run", "?"), tags.get("target_run", "?")
             row = {"source_name": names.get(src, src[:6]), "target_name": names.get(tgt, tgt[:6]),
                    "scores": {}, "error": child.data.tags.get("error"), "ambiguous": False,
-                   "picture_local": None}
+                   "picture_local": None, "fit_kl": None, "poor_fit": False}
             if child.info.status == "FINISHED":
                 detail = json.loads(Path(client.download_artifacts(
                     child.info.run_id, "pair.json", tmp)).read_text())
-                row.update(scores=detail["scores"], ambiguous=detail["ambiguous"])
+                row.update(scores=detail["scores"], ambiguous=detail["ambiguous"],
+                           fit_kl=detail.get("fit_kl"), poor_fit=detail.get("poor_fit", False))
                 for art in client.list_artifacts(child.info.run_id, "pictures"):
                     local = Path(client.download_artifacts(child.info.run_id, art.path, tmp))
                     shutil.copy(local, img / f"pair-{i}.png")
