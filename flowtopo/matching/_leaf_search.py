@@ -58,15 +58,12 @@ def leaf_candidates(ts: DensityTree, tt: DensityTree, source: LatentSpace,
         return []
     scored = []
     for sub in itertools.combinations(ls, m):
-        x = np.array([ts.nodes[u].centroid for u in sub])
         for perm in itertools.permutations(lt, m):
-            y = np.array([tt.nodes[v].centroid for v in perm])
-            w = np.array([min(ts.nodes[u].mass, tt.nodes[v].mass)
-                          for u, v in zip(sub, perm, strict=True)]) + 1e-6
-            a, b = fit_map(kind, x, y, w)
+            pairs = list(zip(sub, perm, strict=True))
+            a, b = centroid_fit(ts, tt, pairs, kind)
             fit, _ = fit_score(source, target, a, b, seed, n=1000)
             if np.isfinite(fit):
-                scored.append((fit, [(0, 0), *zip(sub, perm, strict=True)]))
+                scored.append((fit, [(0, 0), *pairs]))
     scored.sort(key=lambda t: t[0])
     return [TreeMatching(float("nan"), list(p)) for _, p in scored[:keep]]
 
