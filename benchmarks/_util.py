@@ -6,8 +6,10 @@ import platform
 import sys
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 
 def header(title: str) -> None:
@@ -29,3 +31,49 @@ def time_it(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
         times.append(time.perf_counter() - t)
     times.sort()
     return times[len(times) // 2]
+
+
+def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3, *,
+                     sync: Callable[[], object] | None = None) -> dict[str, float]:
+    """Median seconds per call of each ``fns`` value, the calls taken in turn (a, b, c, a, ...).
+
+    Interleaving puts every contender under the same machine load, so ratios stay fair on a
+    shared or throttled machine where timing one function after the other would not.
+    ``sync`` (e.g. ``torch.cuda.synchronize``) runs before each clock read, so asynchronous
+    GPU work is counted in the call that queued it.
+    """
+    wait = sync or (lambda: None)
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            wait()
+            t = time.perf_counter()
+            fn()
+            wait()
+            times[name].append(time.perf_counter() - t)
+    return {name: sorted(ts)[len(ts) // 2] for name, ts in times.items()}
+
+
+class _OpCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None
+                           ) -> Any:
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+def count_ops(fn: Callable[[], object]) -> int:
+    """ATen operators dispatched by one call of ``fn`` (forward, backward and optimizer alike).
+
+    On a CPU, small models pay a roughly fixed cost per operator (dispatch, autograd
+    bookkeeping, thread hand-off), so this count explains step times that FLOPs do not.
+    """
+    with _OpCounter() as counter:
+        fn()
+    return counter.n

@@ -86,11 +86,9 @@ def _digits_model(flow: str, seed: int, dim: int):  # noqa: ANN202
                                "flow": {"name": flow, "params": params}})
 
 
-def _leaf_purity(tree, y: np.ndarray, seed: int) -> float:  # noqa: ANN001
-    """Mass-weighted majority-label share of the leaves (``align_models``' source half)."""
-    perm = np.random.default_rng(seed).permutation(len(y))
-    ys = y[perm[: len(y) // 2]]
-    shares = [np.bincount(ys[n.members]).max() / len(n.members) for n in tree.leaves()]
+def _leaf_purity(tree, y: np.ndarray) -> float:  # noqa: ANN001
+    """Mass-weighted majority-label share of the leaves; ``y``: the labels of the tree's points."""
+    shares = [np.bincount(y[n.members]).max() / len(n.members) for n in tree.leaves()]
     masses = [n.mass for n in tree.leaves()]
     return float(np.average(shares, weights=masses))
 
@@ -125,8 +123,7 @@ def digits_pairs(epochs: int, seeds: int) -> None:
         return res.model.eval()
 
     def enc(model, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
-        with torch.no_grad():
-            return model.encode(torch.as_tensor(x))[0].double().numpy()
+        return model.latents(x)
 
     half = len(ds.x_train) // 2
     for s in range(seeds):
@@ -142,7 +139,8 @@ def digits_pairs(epochs: int, seeds: int) -> None:
                 try:
                     if method == "tree":
                         res = align_models(source, other, ds.x_train, seed=s)
-                        purity.append(_leaf_purity(res.info["source_tree"], ds.y_train, s))
+                        purity.append(_leaf_purity(res.info["source_tree"],
+                                                    ds.y_train[res.info["source_rows"]]))
                     elif method == "oracle":
                         res = align(sa, sb, method="oracle", pairs=(za, zb))
                         oracle_kl.append(res.fit_kl)

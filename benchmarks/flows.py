@@ -8,20 +8,28 @@
    the Strang splitting integrator (``method="split"``) and a bipartite field under leapfrog,
    each with its deviation from the same field's dopri5 map.
 
-Run: ``python -m benchmarks.flows [--batch 256] [--dim 8] [--repeats 20]``.
+Run: ``python -m benchmarks.flows [--batches 256 1024] [--dim 8] [--repeats 15] [--device cuda]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+from collections.abc import Callable
 
 import torch
 from torch import nn
 from torchdiffeq import odeint
 
-from benchmarks._util import header, time_it
+from benchmarks._util import count_ops, header, time_interleaved
 from flowtopo.model import FlowAE
+
+CPU = torch.device("cpu")
+
+
+def _sync(device: torch.device) -> Callable[[], None] | None:
+    """Waits for queued GPU work, so a timed call includes its kernels."""
+    return (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else None
 
 
 def n_params(m: nn.Module) -> int:
@@ -63,25 +71,42 @@ class FFJORDField(nn.Module):
         return f, -(vjp * self.e).sum(1)
 
 
-def coupling_rows(d: int, k: int, batches: list[int], repeats: int) -> None:
+def linear_macs(m: nn.Module) -> int:
+    """Multiply-adds per sample of one forward pass through ``m``'s linear layers."""
+    return sum(layer.weight.numel() for layer in m.modules() if isinstance(layer, nn.Linear))
+
+
+def coupling_rows(d: int, k: int, batches: list[int], repeats: int,
+                  device: torch.device = CPU) -> None:
     flowae = FlowAE.from_config({"dim": d, "k": k, "noise_std": 0.5, "prior": {"name": "gmm"},
                                  "flow": {"name": "coupling", "params": {"layers": 4,
                                                                         "hidden": 64}}})
     target = n_params(flowae)
     h_same = next(h for h in range(8, 4096) if n_params(MLPAutoEncoder(d, k, h)) >= target)
     h_flops = next(h for h in range(8, 4096) if n_params(MLPAutoEncoder(d, k, h)) >= 2 * target)
+    aes = {"same": MLPAutoEncoder(d, k, h_same).to(device),
+           "flops": MLPAutoEncoder(d, k, h_flops).to(device)}
+    flowae.to(device)
     print(f"\n## coupling FlowAE (4 blocks, hidden 64) vs MLP auto-encoders (D={d}, k={k})")
-    print(f"params: FlowAE {target}; MLP AE same params {n_params(MLPAutoEncoder(d, k, h_same))}"
-          f" (hidden {h_same}); MLP AE same FLOPs/sample {n_params(MLPAutoEncoder(d, k, h_flops))}"
-          f" (hidden {h_flops}: the FlowAE uses each weight twice, in encode and decode)")
-    print("| batch | FlowAE ms | MLP same-params ms | ratio (target <= 1.5x) | "
-          "MLP same-FLOPs ms | ratio |")
-    print("|---|---|---|---|---|---|")
+    print("FlowAE steps: `full` = encode, exact likelihood, decode from z with sampled noise, "
+          "reconstruction (train.py's step without the discriminator); `MLE` = encode and exact "
+          "likelihood only (regularizer mle with recon_weight 0, which runs no decoder). "
+          "Timings interleaved call by call (same load on every contender), medians; Adam "
+          "fused (one operator per step, as in flowtopo.train) for every model.")
+    macs = linear_macs(flowae.flow)
+    print(f"params: FlowAE {target}; MLP AE same params {n_params(aes['same'])} (hidden {h_same}); "
+          f"MLP AE same FLOPs/sample {n_params(aes['flops'])} (hidden {h_flops}). Multiply-adds "
+          f"per sample, forward: FlowAE full {2 * macs}, MLE {macs}; MLP same params "
+          f"{linear_macs(aes['same'])}, same FLOPs {linear_macs(aes['flops'])}")
+    print("| batch | FlowAE full ms | FlowAE MLE ms | MLP same-params ms | full / MLP "
+          "(target <= 1.5x) | MLE / MLP | MLP same-FLOPs ms | full / same-FLOPs |")
+    print("|---|---|---|---|---|---|---|---|")
+    ops: dict[str, int] = {}
     for b in batches:
-        x = torch.randn(b, d)
-        opt_f = torch.optim.Adam(flowae.parameters(), 1e-3)
+        x = torch.randn(b, d, device=device)
+        opt_f = torch.optim.Adam(flowae.parameters(), 1e-3, fused=True)
 
-        def step_flowae(x: torch.Tensor = x, opt: torch.optim.Optimizer = opt_f) -> None:
+        def step_full(x: torch.Tensor = x, opt: torch.optim.Optimizer = opt_f) -> None:
             z, n = flowae.encode(x)  # as in flowtopo.train: encode once, decode, likelihood
             nll = -(flowae.prior().log_prob(z) + flowae.noise_log_prob(n)).mean()
             loss = (flowae.decode(z) - x).pow(2).mean() + nll
@@ -89,10 +114,15 @@ def coupling_rows(d: int, k: int, batches: list[int], repeats: int) -> None:
             loss.backward()
             opt.step()
 
-        times = [time_it(step_flowae, repeats)]
-        for h in (h_same, h_flops):
-            ae = MLPAutoEncoder(d, k, h)
-            opt_m = torch.optim.Adam(ae.parameters(), 1e-3)
+        def step_mle(x: torch.Tensor = x, opt: torch.optim.Optimizer = opt_f) -> None:
+            loss = -flowae.log_prob(x).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+
+        steps = {"full": step_full, "mle": step_mle}
+        for name, ae in aes.items():
+            opt_m = torch.optim.Adam(ae.parameters(), 1e-3, fused=True)
 
             def step_mlp(x: torch.Tensor = x, ae: nn.Module = ae,
                          opt: torch.optim.Optimizer = opt_m) -> None:
@@ -101,10 +131,16 @@ def coupling_rows(d: int, k: int, batches: list[int], repeats: int) -> None:
                 loss.backward()
                 opt.step()
 
-            times.append(time_it(step_mlp, repeats))
-        tf, ts, tl = times
-        print(f"| {b} | {tf * 1e3:.2f} | {ts * 1e3:.2f} | {tf / ts:.2f}x "
-              f"{'PASS' if tf / ts <= 1.5 else 'FAIL'} | {tl * 1e3:.2f} | {tf / tl:.2f}x |")
+            steps[name] = step_mlp
+        ms = time_interleaved(steps, repeats, sync=_sync(device))
+        ops = {name: count_ops(fn) for name, fn in steps.items()}
+        full, mle, same, flops = (ms[n] * 1e3 for n in ("full", "mle", "same", "flops"))
+        print(f"| {b} | {full:.2f} | {mle:.2f} | {same:.2f} | {full / same:.2f}x "
+              f"{'PASS' if full / same <= 1.5 else 'FAIL'} | {mle / same:.2f}x | {flops:.2f} | "
+              f"{full / flops:.2f}x |")
+    print(f"ATen operators dispatched per step (forward, backward, Adam): FlowAE full "
+          f"{ops['full']}, MLE {ops['mle']}; MLP same params {ops['same']}, same FLOPs "
+          f"{ops['flops']}")
 
 
 def _continuous(d: int, k: int, **params: object) -> FlowAE:
@@ -113,7 +149,7 @@ def _continuous(d: int, k: int, **params: object) -> FlowAE:
 
 
 def ode_rows(d: int, k: int, batches: list[int], repeats: int, tol: float,
-             split_step: float) -> None:
+             split_step: float, device: torch.device = CPU) -> None:
     print(f"\n## divergence-free ODE flows vs FFJORD-style CNF (dopri5, rtol=atol={tol}, D={d})")
     print(f"masked field under dopri5 (as FFJORD), and under Strang splitting (step {split_step}); "
           f"bipartite field (same parameter count) under leapfrog (step {split_step}). The "
@@ -129,7 +165,7 @@ def ode_rows(d: int, k: int, batches: list[int], repeats: int, tol: float,
               if n_params(_continuous(d, k, field="bipartite", hidden=h).flow) >= target)
     for b in batches:
         torch.manual_seed(0)
-        x = torch.randn(b, d)
+        x = torch.randn(b, d, device=device)
         models = {
             "masked": _continuous(d, k, hidden=8, rtol=tol, atol=tol),
             "masked split": _continuous(d, k, hidden=8, method="split", step_size=split_step),
@@ -137,7 +173,9 @@ def ode_rows(d: int, k: int, batches: list[int], repeats: int, tol: float,
                                             atol=tol),
             "bipartite leapfrog": _continuous(d, k, field="bipartite", hidden=hb,
                                               method="split", step_size=split_step)}
-        ffj = FFJORDField(d, 64)
+        ffj = FFJORDField(d, 64).to(device)
+        for m in models.values():
+            m.to(device)
         for m in (models["masked"], models["bipartite dopri5"], ffj):  # a non-trivial start
             with torch.no_grad():
                 for p in m.parameters():
@@ -159,12 +197,12 @@ def ode_rows(d: int, k: int, batches: list[int], repeats: int, tol: float,
             loss.backward()
             opt.step()
 
-        opt_j = torch.optim.Adam(ffj.parameters(), 1e-3)
+        opt_j = torch.optim.Adam(ffj.parameters(), 1e-3, fused=True)
 
         def step_ffjord(x: torch.Tensor = x, ffj: FFJORDField = ffj,
                         opt: torch.optim.Optimizer = opt_j, nfe: dict[str, int] = nfe) -> None:
             ffj.e, ffj.nfe = torch.randn_like(x), 0
-            t = torch.tensor([0.0, 1.0])
+            t = torch.tensor([0.0, 1.0], device=x.device)
             z, dlogp = odeint(ffj, (x, torch.zeros(len(x))), t, rtol=tol, atol=tol,
                               method="dopri5")
             nfe["ffjord"] = ffj.nfe
@@ -173,10 +211,11 @@ def ode_rows(d: int, k: int, batches: list[int], repeats: int, tol: float,
             loss.backward()
             opt.step()
 
-        ms = {"ffjord": time_it(step_ffjord, repeats, 2)}
+        fns: dict[str, Callable[[], None]] = {"ffjord": step_ffjord}
         for name in ("masked", "masked split", "bipartite leapfrog"):
-            opt = torch.optim.Adam(models[name].parameters(), 1e-3)
-            ms[name] = time_it(functools.partial(step_flow, name, models[name], opt), repeats, 2)
+            opt = torch.optim.Adam(models[name].parameters(), 1e-3, fused=True)
+            fns[name] = functools.partial(step_flow, name, models[name], opt)
+        ms = time_interleaved(fns, repeats, 2, sync=_sync(device))
         tj = ms["ffjord"]
         cells = [f"{tj * 1e3:.1f} ({nfe['ffjord']})",
                  f"{ms['masked'] * 1e3:.1f} ({nfe['masked']})",
@@ -196,11 +235,16 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=15)
     ap.add_argument("--tol", type=float, default=1e-5)
     ap.add_argument("--split-step", type=float, default=0.25)
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
     args = ap.parse_args()
     header("flows: training step time, measured side by side")
     torch.manual_seed(0)
-    coupling_rows(args.dim, 2, args.batches, args.repeats)
-    ode_rows(args.dim, 2, args.batches, max(3, args.repeats // 3), args.tol, args.split_step)
+    device = torch.device(args.device)
+    if device.type == "cuda":
+        print(f"device: {torch.cuda.get_device_name(device)}")
+    coupling_rows(args.dim, 2, args.batches, args.repeats, device)
+    ode_rows(args.dim, 2, args.batches, max(3, args.repeats // 3), args.tol, args.split_step,
+             device)
 
 
 if __name__ == "__main__":

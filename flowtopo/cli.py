@@ -223,8 +223,8 @@ def train_cmd(
     """Train one flow auto-encoder without Ray; write its checkpoint directory."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flowtopo.jobs import run_train_spec
     from flowtopo.specs import TrainSpec, load_spec
+    from flowtopo.train_run import run_train_spec
 
     spec = load_spec(config, TrainSpec)
     if out is not None:

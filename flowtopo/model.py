@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -63,6 +64,23 @@ class FlowAE(nn.Module):
         """``x`` (n, D) -> (z (n, k), noise (n, D-k))."""
         y = self.flow(x)
         return y[:, : self.k], y[:, self.k:]
+
+    @torch.no_grad()
+    def latents(self, x: np.ndarray | torch.Tensor, *, chunk: int = 65536) -> np.ndarray:
+        """The latent codes of ``x`` (n, D) as a float64 numpy array (n, k), without gradients.
+
+        ``x`` is cast to the model's dtype and device and encoded ``chunk`` rows at a time.
+        """
+        ref = next(self.parameters())
+        x = torch.as_tensor(x)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise InputError(f"FlowAE.latents: expected inputs of shape (n, {self.dim}), got "
+                             f"{tuple(x.shape)}")
+        parts = [self.encode(x[i:i + chunk].to(device=ref.device, dtype=ref.dtype))[0]
+                 for i in range(0, len(x), chunk)]
+        if not parts:
+            return np.zeros((0, self.k))
+        return torch.cat(parts).double().cpu().numpy()
 
     def sample_noise(self, n: int, like: torch.Tensor) -> torch.Tensor:
         """(n, D-k) draws from N(0, σ² I)."""

@@ -1,5 +1,8 @@
 """One contract test suite over every registered flow (and its main configurations), float64."""
 
+import copy
+
+import numpy as np
 import pytest
 import torch
 
@@ -87,6 +90,41 @@ def test_train_and_eval_modes_agree(model):
     b = model.eval().log_prob(x)
     assert torch.allclose(a, b)
     assert model.flow.name in repr(model.flow)
+
+
+def test_every_flow_computes_the_same_on_any_device(model, device):
+    x = torch.randn(64, 5, dtype=torch.float64)
+    with torch.no_grad():
+        ref_z, ref_noise = model.encode(x)
+        ref_logp = model.log_prob(x)
+    moved = copy.deepcopy(model).to(device)
+    xd = x.to(device)
+    z, noise = moved.encode(xd)
+    assert z.device.type == device.type
+    assert torch.allclose(z.detach().cpu(), ref_z, atol=1e-6)
+    assert torch.allclose(noise.detach().cpu(), ref_noise, atol=1e-6)
+    assert torch.allclose(moved.log_prob(xd).detach().cpu(), ref_logp, atol=1e-6)
+    assert torch.allclose(moved.decode(z, noise).detach().cpu(), x, atol=1e-5)
+    loss = -moved.log_prob(xd).mean() + (moved.reconstruct(xd) - xd).pow(2).mean()
+    loss.backward()
+    for name, p in moved.named_parameters():
+        assert p.grad is not None and p.grad.device.type == device.type, name
+        assert torch.isfinite(p.grad).all(), name
+    assert moved.latents(x.numpy()).shape == (64, 2)  # numpy in, numpy out, from any device
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_latents_are_the_codes_as_float64_numpy_in_any_chunking(dtype):
+    model = make_model(CONFIGS["coupling"]).to(dtype)
+    x = np.random.default_rng(0).normal(size=(300, 5))  # float64 input for either model
+    z = model.latents(x, chunk=64)
+    with torch.no_grad():
+        expected = model.encode(torch.as_tensor(x, dtype=dtype))[0].double().numpy()
+    assert z.dtype == np.float64 and z.shape == (300, 2)
+    assert np.allclose(z, expected, atol=1e-6) and np.allclose(z, model.latents(x), atol=1e-6)
+    assert model.latents(x[:0]).shape == (0, 2)
+    with pytest.raises(InputError, match=r"shape \(n, 5\)"):
+        model.latents(x[:, :3])
 
 
 def test_log_prob_is_exact_change_of_variables():

@@ -198,15 +198,24 @@ def test_align_models_uses_disjoint_halves_and_exact_densities():
     scores = translation_scores(z_test, z_test, res.transform)
     assert scores["r2"] > 0.99
     assert res.info["source_tree"].params["density"] == "exact"
+    rows_a, rows_b = res.info["source_rows"], res.info["target_rows"]
+    assert not set(rows_a) & set(rows_b) and len(rows_a) + len(rows_b) == len(x)
+    # the rows say which inputs built which tree: the source tree's root holds exactly them
+    assert len(res.info["source_tree"].labels) == len(rows_a)
+    with torch.no_grad():
+        z_a = model.encode(torch.as_tensor(x[rows_a]))[0].double().numpy()
+    for leaf in res.info["source_tree"].leaves():
+        assert np.allclose(z_a[leaf.members].mean(0), leaf.centroid, atol=1e-5)
 
 
 def test_polish_gradient_matches_finite_differences():
-    from flowtopo.matching._ml_polish import objective_and_gradient
+    from flowtopo.matching._ml_polish import finite_difference_score, objective_and_gradient
 
     src, tgt, *_ = problem(3, n=500)
     rng = np.random.default_rng(0)
     a, b = np.eye(3) + 0.1 * rng.normal(size=(3, 3)), rng.normal(size=3)
-    args = (src.points, tgt.points, tgt.log_density, src.log_density)
+    args = (src.points, tgt.points, finite_difference_score(tgt.log_density),
+            finite_difference_score(src.log_density))
     _, ga, gb = objective_and_gradient(*args, a, b)
     h = 1e-6
     for i, j in [(0, 0), (1, 2), (2, 1)]:
@@ -219,6 +228,33 @@ def test_polish_gradient_matches_finite_differences():
     fd = (objective_and_gradient(*args, a, b + e)[0]
           - objective_and_gradient(*args, a, b - e)[0]) / (2 * h)
     assert gb[1] == pytest.approx(fd, rel=1e-4, abs=1e-6)
+
+
+def test_polish_uses_the_priors_exact_gradient_and_agrees_with_finite_differences():
+    from flowtopo.matching._ml_polish import ml_polish
+    from flowtopo.priors import build_prior
+
+    torch.manual_seed(0)
+    prior = build_prior({"name": "gmm", "k": 3, "params": {"components": 4}}).double()
+    rng = np.random.default_rng(0)
+    with torch.no_grad():
+        zs, zt = prior().sample((3000,)).numpy(), prior().sample((3000,)).numpy()
+    q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
+    a_true, b_true = 1.3 * q, np.array([0.5, -1.0, 2.0])
+    target = LatentSpace(zt @ a_true.T + b_true,
+                         log_density=lambda y: prior.numpy_log_prob(
+                             (y - b_true) @ np.linalg.inv(a_true).T) - np.log(1.3 ** 3))
+    exact = LatentSpace(zs, prior=prior)
+    assert exact.score is not None  # taken from the prior
+    values_only = LatentSpace(zs, log_density=prior.numpy_log_prob)
+    assert values_only.score is None
+    start = a_true + 0.05 * rng.normal(size=(3, 3)), b_true + 0.05
+    kw = {"max_points": 2000, "seed": 0}  # the same points on both runs
+    with_grad = ml_polish(exact, target, "affine", *start, **kw)
+    with_fd = ml_polish(values_only, target, "affine", *start, **kw)
+    assert with_grad is not None and with_fd is not None
+    assert np.allclose(with_grad.matrix, with_fd.matrix, atol=1e-3)
+    assert np.abs(with_grad.matrix - a_true).max() < np.abs(start[0] - a_true).max() / 2
 
 
 def test_fit_kl_passes_right_maps_and_flags_mismatched_spaces():

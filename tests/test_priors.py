@@ -1,5 +1,6 @@
 """One contract test suite over every registered prior family."""
 
+import copy
 import json
 import math
 
@@ -9,6 +10,7 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 from scipy.special import digamma, gammaln
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from flowtopo.errors import InputError
 from flowtopo.priors import PRIORS, build_prior, suggest_prior
@@ -102,6 +104,59 @@ def test_gradients_reach_parameters_and_inputs(name, k):
         if p.requires_grad:
             assert p.grad is not None and torch.isfinite(p.grad).all(), pname
             assert p.grad.abs().sum() > 0, pname
+
+
+class _HostReads(TorchDispatchMode):
+    """Counts reads of a tensor's value back to the host (a device sync on a GPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("name,k", CASES, ids=IDS)
+def test_log_prob_in_the_training_step_reads_nothing_back_to_the_host(name, k, device):
+    prior = make(name, k).to(device)
+    z = prior().sample((64,)).requires_grad_(True)
+    assert z.device.type == device.type
+    with _HostReads() as reads:
+        prior().log_prob(z).sum().backward()
+    assert reads.n == 0
+
+
+@pytest.mark.parametrize("name,k", CASES, ids=IDS)
+def test_a_prior_on_any_device_has_the_same_density(name, k, device):
+    prior = make(name, k)
+    with torch.no_grad():
+        z = prior().sample((200,))
+    moved = copy.deepcopy(prior).to(device)
+    assert torch.allclose(moved.log_prob(z.to(device)).cpu(), prior.log_prob(z), atol=1e-8)
+    assert np.allclose(moved.numpy_log_prob(z.numpy()), prior.numpy_log_prob(z.numpy()),
+                       atol=1e-8)
+    _, grad = moved.numpy_log_prob_and_grad(z.numpy())
+    assert np.allclose(grad, prior.numpy_log_prob_and_grad(z.numpy())[1], atol=1e-6)
+    assert moved().sample((5,)).device.type == device.type
+
+
+@pytest.mark.parametrize("name,k", CASES, ids=IDS)
+def test_numpy_gradient_is_the_derivative_of_numpy_log_prob(name, k):
+    prior = make(name, k)
+    with torch.no_grad():
+        z = prior().sample((50,)).numpy() + 0.05
+    values, grads = prior.numpy_log_prob_and_grad(z, chunk=16)  # several chunks
+    assert np.allclose(values, prior.numpy_log_prob(z), rtol=1e-12, atol=1e-12)
+    assert grads.shape == (50, k)
+    h = 1e-6
+    for i in range(k):
+        e = np.zeros(k)
+        e[i] = h
+        fd = (prior.numpy_log_prob(z + e) - prior.numpy_log_prob(z - e)) / (2 * h)
+        assert np.allclose(grads[:, i], fd, rtol=1e-5, atol=1e-5)
+    assert all(p.grad is None for p in prior.parameters())  # the prior is left untouched
 
 
 @pytest.mark.parametrize("name,k", CASES, ids=IDS)

@@ -17,6 +17,29 @@ def test_the_shipped_sweeps_are_there():
                                         "mnist-gpu.yaml"}
 
 
+def test_a_gpu_sweep_asks_ray_for_gpus_and_trains_its_trials_on_cuda(tmp_path, monkeypatch):
+    import optuna
+    from ray import tune
+
+    from flowtopo.sweep.runner import trainable_for
+    from flowtopo.sweep.space import define_space, resolve
+
+    gpu = load_spec(Path("sweeps/mnist-gpu.yaml"), SweepSpec)
+    cpu = load_spec(Path("sweeps/quickstart.yaml"), SweepSpec)
+    assert gpu.resources.for_tune() == {"cpu": 4, "gpu": 0.5} and gpu.resources.device == "cuda"
+    assert cpu.resources.for_tune()["gpu"] == 0 and cpu.resources.device == "cpu"
+    # what Ray is asked for, per trial
+    asked = []
+    monkeypatch.setattr(tune, "with_resources", lambda fn, res: asked.append(res) or fn)
+    trainable_for(gpu)
+    assert asked == [{"cpu": 4, "gpu": 0.5}]
+    # what each trial is told to train on (params as Optuna hands them to the trainable)
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
+    define_space(trial, gpu.model_dump(mode="json"), {})
+    ts = resolve(trial.params, gpu, 0, str(tmp_path / "ckpt"), gpu.resources.device)
+    assert ts.train.device == "cuda" and ts.model.prior.name in gpu.search.priors
+
+
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
 def test_shipped_sweeps_validate_and_sample(path):
     spec = load_spec(path, SweepSpec)

@@ -51,6 +51,26 @@ def test_every_regulariser_records_the_per_epoch_metrics(reg):
     assert set(res.test) >= {"test_nll", "test_c2st", "test_adv_loss"}
 
 
+@pytest.mark.parametrize("recon_weight", [0.0, 0.5])
+def test_the_decoder_runs_in_training_only_when_its_term_counts(recon_weight, monkeypatch):
+    ds = load_dataset("hierarchical", n=600, seed=1)
+    model = small_model()
+    inverse, grad_calls = model.flow.inverse, []
+
+    def counting_inverse(y):
+        if torch.is_grad_enabled():  # training steps; evaluation runs under no_grad
+            grad_calls.append(len(y))
+        return inverse(y)
+
+    monkeypatch.setattr(model.flow, "inverse", counting_inverse)
+    res = train(model, ds.x_train, None, TrainConfig(epochs=2, regularizer="mle",
+                                                     recon_weight=recon_weight, batch_size=128))
+    n_train = len(ds.x_train) - int(0.1 * len(ds.x_train))
+    assert sum(grad_calls) == (2 * n_train if recon_weight else 0)
+    assert ("train_recon" in res.history[-1]) == (recon_weight > 0)
+    assert np.isfinite(res.history[-1]["val_recon"])  # still measured on held-out data
+
+
 def test_adversarial_training_moves_codes_toward_the_prior():
     ds = load_dataset("hierarchical", n=2000, seed=2)
     res = train(small_model("gaussian"), ds.x_train, ds.x_test,
@@ -81,11 +101,16 @@ def test_early_stopping_restores_the_best_epoch():
     assert res.best["val_nll"] == min(h["val_nll"] for h in res.history)
 
 
-def test_unavailable_cuda_is_a_clear_error():
-    if torch.cuda.is_available():  # the GPU smoke test covers this machine kind
+def test_training_on_cuda_runs_there_or_is_a_clear_error():
+    ds = load_dataset("hierarchical", n=400, seed=5)
+    cfg = TrainConfig(device="cuda", epochs=2, regularizer="adversarial", batch_size=128)
+    if not torch.cuda.is_available():  # this machine: the clear error
+        with pytest.raises(InputError, match="CUDA is not available"):
+            train(small_model(), ds.x_train, None, cfg)
         return
-    with pytest.raises(InputError, match="CUDA is not available"):
-        train(small_model(), np.zeros((50, 6), np.float32), None, TrainConfig(device="cuda"))
+    res = train(small_model(), ds.x_train, ds.x_test, cfg)  # a GPU machine: it trains there
+    assert next(res.model.parameters()).is_cuda
+    assert all(np.isfinite(h["val_nll"]) and np.isfinite(h["adv_d_loss"]) for h in res.history)
 
 
 class Payload:

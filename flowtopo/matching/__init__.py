@@ -16,7 +16,7 @@ from flowtopo.matching._baselines import (
     align_relative,
 )
 from flowtopo.matching._fit_quality import sliced_wasserstein
-from flowtopo.matching._many import ManyResult, align_many, align_models
+from flowtopo.matching._many import ManyResult, align_many, align_models, disjoint_halves
 from flowtopo.matching._ml_polish import symmetric_kl
 from flowtopo.matching._result import POOR_FIT_KL, AlignResult, Candidate, LatentSpace
 from flowtopo.matching._transforms import TRANSFORMS, fit_map
@@ -78,6 +78,7 @@ __all__ = [
     "align",
     "align_many",
     "align_models",
+    "disjoint_halves",
     "fit_map",
     "sliced_wasserstein",
     "symmetric_kl",

@@ -59,6 +59,12 @@ def align_many(spaces: dict[str, LatentSpace | np.ndarray],
     return out
 
 
+def disjoint_halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """The seeded random split of ``n`` rows that `align_models` uses: (rows_a, rows_b)."""
+    perm = np.random.default_rng(seed).permutation(n)
+    return perm[: n // 2], perm[n // 2:]
+
+
 def align_models(model_a: Any, model_b: Any, x: np.ndarray, *, seed: int = 0,
                  **align_options: Any) -> AlignResult:
     """Align two trained `flowtopo.model.FlowAE` s on the same data ``x`` (n, D).
@@ -66,22 +72,22 @@ def align_models(model_a: Any, model_b: Any, x: np.ndarray, *, seed: int = 0,
     The two models encode DISJOINT halves of ``x`` (so no input is seen by both during
     alignment); each latent space carries its model's exact prior density. Evaluate on a
     separate paired test set with `flowtopo.metrics.translation_scores`.
-    """
-    import torch
 
+    The result's ``info["source_rows"]`` and ``info["target_rows"]`` hold which rows of ``x``
+    each model encoded (`disjoint_halves`), so callers can label the source tree's members.
+    """
     x = np.asarray(x, dtype=np.float32)
     if len(x) < 40:
         raise InputError(f"align_models: need at least 40 inputs, got {len(x)}")
-    perm = np.random.default_rng(seed).permutation(len(x))
-    half_a, half_b = x[perm[: len(x) // 2]], x[perm[len(x) // 2:]]
+    rows_a, rows_b = disjoint_halves(len(x), seed)
 
     def space(model: Any, data: np.ndarray) -> LatentSpace:
         model.eval()
-        with torch.no_grad():
-            ref = next(model.parameters())
-            z = model.encode(torch.as_tensor(data, dtype=ref.dtype, device=ref.device))[0]
-        return LatentSpace(z.double().cpu().numpy(), prior=model.prior)
+        return LatentSpace(model.latents(data), prior=model.prior)
 
     from flowtopo.matching import align
 
-    return align(space(model_a, half_a), space(model_b, half_b), seed=seed, **align_options)
+    res = align(space(model_a, x[rows_a]), space(model_b, x[rows_b]), seed=seed,
+                **align_options)
+    res.info["source_rows"], res.info["target_rows"] = rows_a, rows_b
+    return res

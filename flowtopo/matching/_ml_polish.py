@@ -14,8 +14,9 @@ for ``T x = A x + b`` (each term is a KL divergence up to a constant, so the sum
 symmetric KL between T#source and target; a side whose density is unknown is left out). Both
 samples enter whole, which is what removes most of the noise. The family is kept: ``linear``
 fixes ``b = 0``; ``orthogonal`` moves ``A = s Q₀ expm(S - Sᵀ)`` (scale and rotation only).
-L-BFGS; the densities are numpy callables (values only), so their spatial gradients are taken
-by central differences and the chain rule through the map is exact (`objective_and_gradient`).
+L-BFGS; the chain rule through the map is exact (`objective_and_gradient`); the densities'
+spatial gradients are exact when the space has a ``score`` (a prior's autograd gradient, as for
+trained FlowAEs) and central differences of the numpy callable otherwise.
 """
 
 from __future__ import annotations
@@ -76,24 +77,43 @@ def _decode_jacobian(decode: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray
     return np.stack(cols, axis=1)
 
 
-def _value_and_score(log_p: Callable[[np.ndarray], np.ndarray], y: np.ndarray,
-                     h: float = 1e-5) -> tuple[np.ndarray, np.ndarray]:
-    """Log density (m,) and its gradient in space (m, k) by central differences (one call)."""
-    m, k = y.shape
-    shifts = np.concatenate([np.zeros((1, k)), h * np.eye(k), -h * np.eye(k)])
-    vals = np.asarray(log_p((y[None] + shifts[:, None]).reshape(-1, k)),
-                      dtype=np.float64).reshape(2 * k + 1, m)
-    return vals[0], ((vals[1:k + 1] - vals[k + 1:]) / (2 * h)).T
+Score = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+"""``y (m, k) -> (log p(y) (m,), ∇log p(y) (m, k))``."""
+
+
+def finite_difference_score(log_p: Callable[[np.ndarray], np.ndarray], h: float = 1e-5
+                            ) -> Score:
+    """A `Score` from values alone: central differences, 2k + 1 evaluations per point."""
+
+    def score(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        m, k = y.shape
+        shifts = np.concatenate([np.zeros((1, k)), h * np.eye(k), -h * np.eye(k)])
+        vals = np.asarray(log_p((y[None] + shifts[:, None]).reshape(-1, k)),
+                          dtype=np.float64).reshape(2 * k + 1, m)
+        return vals[0], ((vals[1:k + 1] - vals[k + 1:]) / (2 * h)).T
+
+    return score
+
+
+def space_score(space: LatentSpace) -> tuple[Score | None, int]:
+    """The space's `Score` and its cost in density evaluations per point (None, 0 if none).
+
+    An exact ``space.score`` (autograd: one forward and one backward pass) counts as 3.
+    """
+    if space.score is not None:
+        return space.score, 3
+    if callable(space.log_density):
+        return finite_difference_score(space.log_density), 2 * space.k + 1
+    return None, 0
 
 
 def objective_and_gradient(xs: np.ndarray | None, yt: np.ndarray | None,
-                           p_t: Callable[[np.ndarray], np.ndarray] | None,
-                           p_s: Callable[[np.ndarray], np.ndarray] | None,
+                           score_t: Score | None, score_s: Score | None,
                            a: np.ndarray, b: np.ndarray
                            ) -> tuple[float, np.ndarray, np.ndarray]:
     """The symmetric NLL (module docstring) at ``T x = A x + b`` and its gradient in (A, b).
 
-    The densities are differentiated in SPACE (2k + 1 evaluations per point) and the chain
+    ``score_t``/``score_s`` give each density and its gradient in SPACE (`Score`); the chain
     rule through the map is exact: with g = ∇log p_t(A x + b),
     ``∂/∂A [-E log p_t - log|det A|] = -E[g xᵀ] - A⁻ᵀ``; with z = A⁻¹(y - b), g = ∇log p_s(z),
     ``∂/∂A [-E log p_s(z) + log|det A|] = A⁻ᵀ E[g zᵀ] + A⁻ᵀ`` and ``∂/∂b = A⁻ᵀ E[g]``.
@@ -108,14 +128,14 @@ def objective_and_gradient(xs: np.ndarray | None, yt: np.ndarray | None,
         return float("inf"), np.zeros((k, k)), np.zeros(k)
     a_inv_t = np.linalg.inv(a).T
     val, ga, gb = 0.0, np.zeros((k, k)), np.zeros(k)
-    if p_t is not None and xs is not None:
-        lp, g = _value_and_score(p_t, xs @ a.T + b)
+    if score_t is not None and xs is not None:
+        lp, g = score_t(xs @ a.T + b)
         val -= float(lp.mean()) + logdet
         ga -= g.T @ xs / len(xs) + a_inv_t
         gb -= g.mean(0)
-    if p_s is not None and yt is not None:
+    if score_s is not None and yt is not None:
         z = (yt - b) @ a_inv_t
-        lp, g = _value_and_score(p_s, z)
+        lp, g = score_s(z)
         val -= float(lp.mean()) - logdet
         ga += a_inv_t @ (g.T @ z / len(z) + np.eye(k))
         gb += a_inv_t @ g.mean(0)
@@ -135,8 +155,9 @@ def ml_polish(source: LatentSpace, target: LatentSpace, kind: str, matrix: np.nd
         matrix: (k, k) start.
         offset: (k,) start.
         max_points: at most this many points of each side enter the objective.
-        budget: and at most ``budget / (2k + 1)`` (each gradient evaluates each density at
-            2k + 1 points per sample point); never fewer than 2,000.
+        budget: and at most ``budget / cost`` points, where cost = density evaluations per
+            point and gradient (2k + 1 by central differences, 3 with an exact ``score``);
+            never fewer than 2,000.
         seed: subsampling seed.
         max_iter: L-BFGS iterations.
 
@@ -146,14 +167,13 @@ def ml_polish(source: LatentSpace, target: LatentSpace, kind: str, matrix: np.nd
 
     """
     k = matrix.shape[0]
-    p_t = target.log_density if callable(target.log_density) else None
-    p_s = source.log_density if callable(source.log_density) else None
-    if (p_t is None and p_s is None) or matrix.shape != (k, k) or source.k != k:
+    (score_t, cost_t), (score_s, cost_s) = space_score(target), space_score(source)
+    if (score_t is None and score_s is None) or matrix.shape != (k, k) or source.k != k:
         return None
     if abs(np.linalg.det(matrix)) < 1e-12:
         return None
     rng = np.random.default_rng(seed)
-    cap = min(max_points, max(2000, budget // (2 * k + 1)))
+    cap = min(max_points, max(2000, budget // max(cost_t, cost_s)))
 
     def sub(x: np.ndarray) -> np.ndarray:
         return x[rng.choice(len(x), cap, replace=False)] if len(x) > cap else x
@@ -163,7 +183,7 @@ def ml_polish(source: LatentSpace, target: LatentSpace, kind: str, matrix: np.nd
 
     def fun(th: np.ndarray) -> tuple[float, np.ndarray]:
         a, b = decode(th)
-        val, ga, gb = objective_and_gradient(xs, yt, p_t, p_s, a, b)
+        val, ga, gb = objective_and_gradient(xs, yt, score_t, score_s, a, b)
         if not np.isfinite(val):
             return 1e12, np.zeros_like(th)
         grad = np.concatenate([ga.ravel(), gb])
@@ -178,8 +198,8 @@ def ml_polish(source: LatentSpace, target: LatentSpace, kind: str, matrix: np.nd
     if not np.isfinite(res.fun) or res.fun >= before:
         return None
     a, b = decode(res.x)
-    sides = "two-sided" if p_t is not None and p_s is not None else (
-        "target" if p_t is not None else "source")
+    sides = "two-sided" if score_t is not None and score_s is not None else (
+        "target" if score_t is not None else "source")
     return Polish(a, np.asarray(b, dtype=np.float64), before, float(res.fun), sides,
                   int(res.nit))
 

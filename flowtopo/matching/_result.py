@@ -27,12 +27,17 @@ class LatentSpace:
         log_density: (n,) exact log density at the points, or a callable ``(m, k) -> (m,)``.
         prior: an object with ``numpy_log_prob`` (e.g. the model's prior); used as the
             callable when ``log_density`` is None.
+        score: optional callable ``(m, k) -> ((m,), (m, k))``: the log density and its exact
+            gradient in space. Taken from the prior's ``numpy_log_prob_and_grad`` when the
+            prior supplies the density; without it the maximum-likelihood polish uses
+            central differences of ``log_density``.
 
     """
 
     points: np.ndarray
     log_density: np.ndarray | Callable[[np.ndarray], np.ndarray] | None = None
     prior: HasNumpyLogProb | None = None
+    score: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]] | None = None
 
     def __post_init__(self) -> None:
         x = np.asarray(self.points, dtype=np.float64)
@@ -43,6 +48,8 @@ class LatentSpace:
         self.points = x
         if self.log_density is None and self.prior is not None:
             self.log_density = self.prior.numpy_log_prob
+            if self.score is None:
+                self.score = getattr(self.prior, "numpy_log_prob_and_grad", None)
 
     @property
     def k(self) -> int:

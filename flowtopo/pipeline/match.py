@@ -130,10 +130,8 @@ def align_pair(ckpt_a: dict[str, bytes], ckpt_b: dict[str, bytes], dataset: dict
         ``test_source``/``test_target`` (paired), ``y_test``; ``seconds``.
 
     """
-    import torch
-
     from flowtopo.data import load_dataset
-    from flowtopo.matching import align, align_models
+    from flowtopo.matching import align, align_models, disjoint_halves
     from flowtopo.metrics import translation_scores
 
     t0 = time.perf_counter()
@@ -142,16 +140,11 @@ def align_pair(ckpt_a: dict[str, bytes], ckpt_b: dict[str, bytes], dataset: dict
         b = checkpoint_from_files(ckpt_b, Path(tmp) / "b").model
     ds = load_dataset(dataset["name"], **dataset.get("options", {}))
 
-    def enc(model: Any, x: np.ndarray) -> np.ndarray:
-        with torch.no_grad():
-            return model.encode(torch.as_tensor(x, dtype=torch.float32))[0].double().numpy()
-
-    za, zb = enc(a, ds.x_test), enc(b, ds.x_test)
-    perm = np.random.default_rng(seed).permutation(len(ds.x_train))
-    half = len(perm) // 2
+    za, zb = a.latents(ds.x_test), b.latents(ds.x_test)
+    rows_a, rows_b = disjoint_halves(len(ds.x_train), seed)  # the halves align_models uses
     out: dict[str, Any] = {"scores": {}, "test_source": za, "test_target": zb,
-                           "y_test": ds.y_test, "z_source": enc(a, ds.x_train[perm[:half]]),
-                           "z_target": enc(b, ds.x_train[perm[half:]])}
+                           "y_test": ds.y_test, "z_source": a.latents(ds.x_train[rows_a]),
+                           "z_target": b.latents(ds.x_train[rows_b])}
     try:
         res = align_models(a, b, ds.x_train, method=method, transform=transform, seed=seed)
         out["result"] = res

@@ -228,8 +228,7 @@ def _model_section(client: Any, uri: str, run_id: str, img: Path, out: Path) -> 
     model = ckpt.model
     spec = ckpt.config["dataset"]
     ds = load_dataset(spec["name"], **spec.get("options", {}))
-    with torch.no_grad():
-        z = model.encode(torch.as_tensor(ds.x_test, dtype=torch.float32))[0].double().numpy()
+    z = model.latents(ds.x_test)
     tree = density_tree(z, model.prior.numpy_log_prob)
     section: dict[str, Any] = {
         "name": name, "run_id": run_id, "n": len(z), "leaves": len(tree.leaves()),

@@ -74,6 +74,28 @@ class Prior(nn.Module):
                 out.append(dist.log_prob(zt).double().cpu().numpy())
         return np.concatenate(out) if out else np.zeros(0)
 
+    def numpy_log_prob_and_grad(self, z: np.ndarray, chunk: int = 65536
+                                ) -> tuple[np.ndarray, np.ndarray]:
+        """Log density (n,) and its exact gradient in space (n, k) of numpy points ``z`` (n, k).
+
+        By autograd through the distribution (the prior's parameters get no gradient). The
+        maximum-likelihood polish of `flowtopo.matching` uses it instead of finite differences.
+        """
+        tensors = [*self.parameters(), *self.buffers()]
+        ref = next((t for t in tensors if t.is_floating_point()), torch.zeros(()))
+        vals, grads = [], []
+        with torch.enable_grad():
+            for i in range(0, len(z), chunk):
+                zt = torch.as_tensor(np.asarray(z[i:i + chunk]), dtype=ref.dtype,
+                                     device=ref.device).requires_grad_(True)
+                lp = self().log_prob(zt)  # a fresh graph per chunk (grad frees the last one)
+                (g,) = torch.autograd.grad(lp.sum(), zt)
+                vals.append(lp.detach().double().cpu().numpy())
+                grads.append(g.double().cpu().numpy())
+        if not vals:
+            return np.zeros(0), np.zeros((0, self.k))
+        return np.concatenate(vals), np.concatenate(grads)
+
     @classmethod
     def suggest(cls, trial: Trial, k: int, narrow: dict[str, Any]) -> dict[str, Any]:
         """Define-by-run search space: suggest this family's hyper-parameters on ``trial``.

@@ -1,4 +1,10 @@
-"""The prior families. Each is one class: parameters, distribution, search space, ground truth."""
+"""The prior families. Each is one class: parameters, distribution, search space, ground truth.
+
+The torch distributions are built with ``validate_args=False``: their parameters are valid by
+construction (scales are ``exp`` of a log scale, weights are logits), and torch's checks would
+read a boolean back from the device several times per ``log_prob``, a host sync in every
+training step on a GPU.
+"""
 
 from __future__ import annotations
 
@@ -60,7 +66,8 @@ class GaussianPrior(Prior):
     def forward(self) -> Distribution:
         """``Independent(Normal(0, σ), 1)``."""
         scale = self.log_scale.exp().expand(self.k)
-        return Independent(Normal(torch.zeros_like(scale), scale), 1)
+        return Independent(Normal(torch.zeros_like(scale), scale, validate_args=False), 1,
+                           validate_args=False)
 
     @classmethod
     def suggest(cls, trial: Trial, k: int, narrow: dict[str, Any]) -> dict[str, Any]:
@@ -104,8 +111,10 @@ class GMMPrior(Prior):
 
     def forward(self) -> Distribution:
         """``MixtureSameFamily`` of diagonal Gaussians."""
-        comp = Independent(Normal(self.means, self.log_scales.exp()), 1)
-        return MixtureSameFamily(Categorical(logits=self.logits), comp)
+        comp = Independent(Normal(self.means, self.log_scales.exp(), validate_args=False), 1,
+                           validate_args=False)
+        return MixtureSameFamily(Categorical(logits=self.logits, validate_args=False), comp,
+                                 validate_args=False)
 
     @classmethod
     def suggest(cls, trial: Trial, k: int, narrow: dict[str, Any]) -> dict[str, Any]:
@@ -166,8 +175,10 @@ class HierarchicalGMMPrior(Prior):
     def forward(self) -> Distribution:
         """A ``MixtureSameFamily`` of isotropic Gaussians at the leaves."""
         scales = self.log_scales.exp()[:, None].expand(-1, self.k)
-        comp = Independent(Normal(self.leaf_means(), scales), 1)
-        return MixtureSameFamily(Categorical(logits=self.logits), comp)
+        comp = Independent(Normal(self.leaf_means(), scales, validate_args=False), 1,
+                           validate_args=False)
+        return MixtureSameFamily(Categorical(logits=self.logits, validate_args=False), comp,
+                                 validate_args=False)
 
     @classmethod
     def suggest(cls, trial: Trial, k: int, narrow: dict[str, Any]) -> dict[str, Any]:
@@ -358,7 +369,8 @@ class SuperpositionPrior(Prior):
         """`Superposition` of the shifted members."""
         from torch.distributions import AffineTransform, TransformedDistribution
 
-        dists = [TransformedDistribution(m(), [AffineTransform(o, 1.0, event_dim=1)])
+        dists = [TransformedDistribution(m(), [AffineTransform(o, 1.0, event_dim=1)],
+                                         validate_args=False)
                  for m, o in zip(self.members, self.offsets, strict=True)]
         return Superposition(dists, self.logits, self.k)
 

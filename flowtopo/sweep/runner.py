@@ -53,8 +53,7 @@ def trainable_for(spec: SweepSpec) -> Any:
 
     from flowtopo.sweep.trainable import train_trial
 
-    return tune.with_resources(train_trial, {"cpu": spec.resources.cpu,
-                                             "gpu": spec.resources.gpu})
+    return tune.with_resources(train_trial, spec.resources.for_tune())
 
 
 CONTEXT_FILE = "flowtopo-sweep.json"
@@ -264,8 +263,7 @@ def _unpack_trainable(spec: SweepSpec) -> Any:
     """Phase-2 trainable: the grid value ``cfg`` is a full trial config."""
     from ray import tune
 
-    return tune.with_resources(unpack_and_train, {"cpu": spec.resources.cpu,
-                                                  "gpu": spec.resources.gpu})
+    return tune.with_resources(unpack_and_train, spec.resources.for_tune())
 
 
 def unpack_and_train(config: dict[str, Any]) -> None:

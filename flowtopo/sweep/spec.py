@@ -49,6 +49,15 @@ class Resources(BaseModel):
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
 
+    def for_tune(self) -> dict[str, float]:
+        """The per-trial request for ``tune.with_resources``."""
+        return {"cpu": self.cpu, "gpu": self.gpu}
+
+    @property
+    def device(self) -> str:
+        """Where a trial trains: ``cuda`` when it is given a (share of a) GPU, else ``cpu``."""
+        return "cuda" if self.gpu > 0 else "cpu"
+
 
 class SweepSpec(BaseModel):
     """A sweep: FlowAEs over prior families, searched by Optuna on Ray Tune, logged in MLflow."""

@@ -18,18 +18,18 @@ def train_trial(config: dict[str, Any]) -> None:
 
     from flowtopo.checkpoint import save_checkpoint
     from flowtopo.data import load_dataset
-    from flowtopo.jobs import build_model, summary_metrics
     from flowtopo.sweep.space import resolve
     from flowtopo.sweep.spec import SweepSpec
     from flowtopo.tracking import flatten, log_metrics
     from flowtopo.train import train
+    from flowtopo.train_run import build_model, summary_metrics
 
     spec = SweepSpec.model_validate(config["sweep"])
     rt = config["runtime"]
     seed = int(config.get("seed", 0))
     params = {k: v for k, v in config.items() if k not in RESERVED}
     trial_dir = tune.get_context().get_trial_dir() or os.getcwd()
-    device = "cuda" if spec.resources.gpu > 0 else "cpu"
+    device = spec.resources.device
     client = mlflow.MlflowClient(rt["tracking_uri"])
     trial_id = tune.get_context().get_trial_id()
     run = client.create_run(rt["experiment_id"], run_name=f"{trial_id}-s{seed}", tags={
@@ -102,12 +102,9 @@ def _stopped_early(client: Any, run_id: str, history: list[dict[str, float]]) ->
 
 
 def _latent_picture(model: Any, ds: Any, path: str) -> None:
-    import torch
-
     from flowtopo.plotting import new_figure, save, scatter
 
-    with torch.no_grad():
-        z = model.encode(torch.as_tensor(ds.x_test))[0].double().cpu().numpy()
+    z = model.latents(ds.x_test)
     fig, (ax,) = new_figure(1)
     scatter(ax, z, ds.y_test, title="test latents")
     save(fig, path)

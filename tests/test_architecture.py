@@ -1,0 +1,75 @@
+"""The layering rule of STYLE.md, checked on the source: a module never imports a higher layer."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+import flowtopo
+
+ROOT = Path(flowtopo.__file__).parent
+
+# data -> flows/priors/model -> topology -> matching/metrics -> sweep/pipeline -> CLI
+LAYERS = {
+    "errors": 0, "plotting": 0,
+    "data": 1,
+    "flows": 2, "priors": 2, "model": 2, "regularizers": 2, "train": 2, "checkpoint": 2,
+    "fit_metrics": 2,
+    "topology": 3,
+    "matching": 4, "metrics": 4,
+    "specs": 5, "train_run": 5, "tracking": 5, "sweep": 5, "pipeline": 5,
+    "cli": 6,
+}
+NUMPY_ONLY = ("topology", "matching", "metrics", "data")  # usable without torch, Ray, MLflow
+HEAVY = ("torch", "ray", "mlflow", "optuna")
+
+
+def _module(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _layer(module: str) -> int | None:
+    parts = module.split(".")
+    if parts[0] != "flowtopo":
+        return None
+    return 6 if len(parts) == 1 else LAYERS[parts[1]]
+
+
+def _imports(path: Path) -> list[str]:
+    """Every module ``path`` imports, at module level or inside functions."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out.append(node.module)
+        elif isinstance(node, ast.Import):
+            out += [alias.name for alias in node.names]
+    return out
+
+
+SOURCES = sorted(ROOT.rglob("*.py"))
+
+
+def test_every_package_module_has_a_layer():
+    assert {_module(p).split(".")[1] for p in SOURCES if _module(p) != "flowtopo"} <= set(LAYERS)
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=[_module(p) for p in SOURCES])
+def test_no_module_imports_a_higher_layer(path):
+    own = _layer(_module(path))
+    higher = [m for m in _imports(path) if (_layer(m) or 0) > own]
+    assert not higher, f"{_module(path)} (layer {own}) imports {higher}"
+
+
+@pytest.mark.parametrize("path", [p for p in SOURCES if _module(p).split(".")[1:2] and
+                                  _module(p).split(".")[1] in NUMPY_ONLY],
+                         ids=lambda p: _module(p))
+def test_data_topology_and_matching_import_no_deep_learning_or_cluster_engine(path):
+    heavy = [m for m in _imports(path) if m.split(".")[0] in HEAVY]
+    assert not heavy, f"{_module(path)} imports {heavy}"
+
+
+def test_the_checker_sees_function_level_imports(tmp_path):
+    src = tmp_path / "m.py"
+    src.write_text("import numpy\n\ndef f():\n    from flowtopo.cli import app\n    import torch\n")
+    assert _imports(src) == ["numpy", "flowtopo.cli", "torch"]
