@@ -301,6 +301,36 @@ def test_asha_stops_trials_early_and_the_record_says_so(tmp_path, ray_local):
     assert res.best["mlflow_run_id"] in {r.info.run_id for r in trials}
 
 
+def test_the_grid_sampler_runs_to_the_end_of_its_grid_under_ask_and_tell():
+    import warnings
+
+    import optuna
+
+    from flowtopo.sweep._grid import ExhaustiveGridSampler
+    from flowtopo.sweep.runner import make_sampler
+
+    spec = SweepSpec.model_validate({**TINY, "sampler": "grid", "search": {
+        "priors": {"gmm": {"components": [2, 3]}}, "lr": [1e-3, 1e-3], "batch_size": [64]}})
+    assert isinstance(make_sampler(spec), ExhaustiveGridSampler)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def ask_tell_all(sampler):  # as Ray's OptunaSearch drives a study: ask, tell, no optimize
+        study = optuna.create_study(sampler=sampler)
+        for _ in range(2):
+            trial = study.ask()
+            trial.suggest_categorical("components", [2, 3])
+            study.tell(trial, 1.0)
+        return study
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with pytest.raises(RuntimeError, match=r"Study\.stop"):  # what Ray logged as a warning
+            ask_tell_all(optuna.samplers.BruteForceSampler(seed=0))
+        study = ask_tell_all(ExhaustiveGridSampler(seed=0))
+    assert sorted(t.params["components"] for t in study.trials) == [2, 3]
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+
+
 def test_grid_sampler_needs_a_finite_space(tmp_path):
     from flowtopo.errors import InputError
     from flowtopo.sweep.space import check_grid

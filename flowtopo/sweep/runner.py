@@ -41,9 +41,11 @@ def make_sampler(spec: SweepSpec) -> Any:
     if spec.sampler == "grid":
         import warnings
 
+        from flowtopo.sweep._grid import ExhaustiveGridSampler
+
         with warnings.catch_warnings():  # flagged experimental since optuna 3.1
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.BruteForceSampler(seed=spec.seed)
+            return ExhaustiveGridSampler(seed=spec.seed)
     return optuna.samplers.TPESampler(multivariate=True, group=True, seed=spec.seed)
 
 
