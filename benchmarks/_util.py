@@ -20,19 +20,6 @@ def header(title: str) -> None:
           f"torch {torch.__version__}, python {platform.python_version()}")
 
 
-def time_it(fn: Callable[[], object], repeats: int, warmup: int = 3) -> float:
-    """Median seconds per call of ``fn`` over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    times.sort()
-    return times[len(times) // 2]
-
-
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3, *,
                      sync: Callable[[], object] | None = None) -> dict[str, float]:
     """Median seconds per call of each ``fns`` value, the calls taken in turn (a, b, c, a, ...).

@@ -16,7 +16,13 @@ from flowtopo.matching._baselines import (
     align_relative,
 )
 from flowtopo.matching._fit_quality import sliced_wasserstein
-from flowtopo.matching._many import ManyResult, align_many, align_models, disjoint_halves
+from flowtopo.matching._many import (
+    ManyResult,
+    align_many,
+    align_models,
+    disjoint_halves,
+    model_spaces,
+)
 from flowtopo.matching._ml_polish import symmetric_kl
 from flowtopo.matching._result import POOR_FIT_KL, AlignResult, Candidate, LatentSpace
 from flowtopo.matching._transforms import TRANSFORMS, fit_map
@@ -80,6 +86,7 @@ __all__ = [
     "align_models",
     "disjoint_halves",
     "fit_map",
+    "model_spaces",
     "sliced_wasserstein",
     "symmetric_kl",
 ]

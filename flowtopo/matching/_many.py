@@ -60,34 +60,47 @@ def align_many(spaces: dict[str, LatentSpace | np.ndarray],
 
 
 def disjoint_halves(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """The seeded random split of ``n`` rows that `align_models` uses: (rows_a, rows_b)."""
+    """The seeded random split of ``n`` rows that `model_spaces` uses: (rows_a, rows_b)."""
     perm = np.random.default_rng(seed).permutation(n)
     return perm[: n // 2], perm[n // 2:]
 
 
-def align_models(model_a: Any, model_b: Any, x: np.ndarray, *, seed: int = 0,
-                 **align_options: Any) -> AlignResult:
-    """Align two trained `flowtopo.model.FlowAE` s on the same data ``x`` (n, D).
+def model_spaces(model_a: Any, model_b: Any, x: np.ndarray, *, seed: int = 0
+                 ) -> tuple[LatentSpace, LatentSpace, np.ndarray, np.ndarray]:
+    """Two trained `flowtopo.model.FlowAE` s' latent spaces on DISJOINT halves of ``x`` (n, D).
 
-    The two models encode DISJOINT halves of ``x`` (so no input is seen by both during
-    alignment); each latent space carries its model's exact prior density. Evaluate on a
-    separate paired test set with `flowtopo.metrics.translation_scores`.
+    No input is seen by both models; each space carries its model's exact prior density (and
+    its gradient, for the likelihood polish).
 
-    The result's ``info["source_rows"]`` and ``info["target_rows"]`` hold which rows of ``x``
-    each model encoded (`disjoint_halves`), so callers can label the source tree's members.
+    Returns:
+        (space_a, space_b, rows_a, rows_b): the spaces, and which rows of ``x`` each model
+        encoded (`disjoint_halves`).
+
     """
     x = np.asarray(x, dtype=np.float32)
     if len(x) < 40:
-        raise InputError(f"align_models: need at least 40 inputs, got {len(x)}")
+        raise InputError(f"aligning two models needs at least 40 inputs, got {len(x)}")
     rows_a, rows_b = disjoint_halves(len(x), seed)
 
     def space(model: Any, data: np.ndarray) -> LatentSpace:
         model.eval()
         return LatentSpace(model.latents(data), prior=model.prior)
 
+    return space(model_a, x[rows_a]), space(model_b, x[rows_b]), rows_a, rows_b
+
+
+def align_models(model_a: Any, model_b: Any, x: np.ndarray, *, seed: int = 0,
+                 **align_options: Any) -> AlignResult:
+    """Align two trained `flowtopo.model.FlowAE` s on the same data ``x`` (n, D).
+
+    The models encode disjoint halves of ``x`` (`model_spaces`). Evaluate on a separate paired
+    test set with `flowtopo.metrics.translation_scores`. The result's ``info["source_rows"]``
+    and ``info["target_rows"]`` hold which rows of ``x`` each model encoded, so callers can
+    label the source tree's members.
+    """
     from flowtopo.matching import align
 
-    res = align(space(model_a, x[rows_a]), space(model_b, x[rows_b]), seed=seed,
-                **align_options)
+    space_a, space_b, rows_a, rows_b = model_spaces(model_a, model_b, x, seed=seed)
+    res = align(space_a, space_b, seed=seed, **align_options)
     res.info["source_rows"], res.info["target_rows"] = rows_a, rows_b
     return res

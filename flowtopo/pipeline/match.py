@@ -3,7 +3,7 @@
 The driver picks runs in MLflow (the best prior family's best runs, or ``--runs``), downloads
 their checkpoint artifacts, and puts the checkpoint files in Ray's object store (workers need
 no shared disk and no MLflow access). Each task rebuilds both models (``weights_only``), encodes
-DISJOINT halves of the training split (`flowtopo.matching.align_models`), aligns them, and
+DISJOINT halves of the training split (`flowtopo.matching.model_spaces`), aligns them, and
 scores the map on the paired held-out split against the supervised oracle and any baselines.
 The driver then records one MLflow run per ordered pair (map, node pairs, scores, pictures)
 under a parent run holding the pairwise score matrix and the cycle consistency of triples.
@@ -131,7 +131,7 @@ def align_pair(ckpt_a: dict[str, bytes], ckpt_b: dict[str, bytes], dataset: dict
 
     """
     from flowtopo.data import load_dataset
-    from flowtopo.matching import align, align_models, disjoint_halves
+    from flowtopo.matching import align, model_spaces
     from flowtopo.metrics import translation_scores
 
     t0 = time.perf_counter()
@@ -141,12 +141,12 @@ def align_pair(ckpt_a: dict[str, bytes], ckpt_b: dict[str, bytes], dataset: dict
     ds = load_dataset(dataset["name"], **dataset.get("options", {}))
 
     za, zb = a.latents(ds.x_test), b.latents(ds.x_test)
-    rows_a, rows_b = disjoint_halves(len(ds.x_train), seed)  # the halves align_models uses
+    space_a, space_b, _, _ = model_spaces(a, b, ds.x_train, seed=seed)  # encoded once
     out: dict[str, Any] = {"scores": {}, "test_source": za, "test_target": zb,
-                           "y_test": ds.y_test, "z_source": a.latents(ds.x_train[rows_a]),
-                           "z_target": b.latents(ds.x_train[rows_b])}
+                           "y_test": ds.y_test, "z_source": space_a.points,
+                           "z_target": space_b.points}
     try:
-        res = align_models(a, b, ds.x_train, method=method, transform=transform, seed=seed)
+        res = align(space_a, space_b, method=method, transform=transform, seed=seed)
         out["result"] = res
         out["scores"][method] = translation_scores(za, zb, res.transform, ds.y_test)
     except InputError as err:

@@ -58,13 +58,17 @@ class Prior(nn.Module):
         """Shortcut for ``self().log_prob(z)``: (..., k) -> (...)."""
         return self().log_prob(z)
 
+    def _reference(self) -> torch.Tensor:
+        """A floating tensor of this prior: numpy inputs take its dtype and device."""
+        tensors = [*self.parameters(), *self.buffers()]
+        return next((t for t in tensors if t.is_floating_point()), torch.zeros(()))
+
     def numpy_log_prob(self, z: np.ndarray, chunk: int = 65536) -> np.ndarray:
         """Log density of numpy points ``z`` (n, k) -> (n,) float64, without gradients.
 
         This is the callable that `flowtopo.topology.density_tree` takes as ``log_density``.
         """
-        tensors = [*self.parameters(), *self.buffers()]
-        ref = next((t for t in tensors if t.is_floating_point()), torch.zeros(()))
+        ref = self._reference()
         out = []
         with torch.no_grad():
             dist = self()
@@ -81,8 +85,7 @@ class Prior(nn.Module):
         By autograd through the distribution (the prior's parameters get no gradient). The
         maximum-likelihood polish of `flowtopo.matching` uses it instead of finite differences.
         """
-        tensors = [*self.parameters(), *self.buffers()]
-        ref = next((t for t in tensors if t.is_floating_point()), torch.zeros(()))
+        ref = self._reference()
         vals, grads = [], []
         with torch.enable_grad():
             for i in range(0, len(z), chunk):
