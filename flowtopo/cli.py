@@ -357,7 +357,7 @@ def sweep_validate(
 ) -> None:
     """Check a sweep YAML and print a few configurations drawn from its search space."""
     from flowtopo.specs import load_spec
-    from flowtopo.sweep.space import check_grid, sample_configs
+    from flowtopo.sweep.space import check_grid, sample_configs, trial_budget
     from flowtopo.sweep.spec import SweepSpec
 
     spec = load_spec(file, SweepSpec)
@@ -365,7 +365,7 @@ def sweep_validate(
     if grid:
         console.print(f"grid sampler: {grid} grid points")
     console.print(f"[green]valid[/green]: sweep {spec.name!r} on {spec.dataset.name}, "
-                  f"{spec.num_samples} trials x families {list(spec.search.priors)}, "
+                  f"{trial_budget(spec)} trials x families {list(spec.search.priors)}, "
                   f"{spec.seeds} seeds per family's best, metric {spec.metric} ({spec.mode})")
     for i, cfg in enumerate(sample_configs(spec, samples, seed=spec.seed), 1):
         console.print(f"sample {i}: {json.dumps(cfg)}", soft_wrap=True, highlight=False)
@@ -384,12 +384,14 @@ def sweep_run(
     from flowtopo.specs import load_spec
     from flowtopo.sweep.progress import RichProgress
     from flowtopo.sweep.runner import run_sweep
+    from flowtopo.sweep.space import trial_budget
     from flowtopo.sweep.spec import SweepSpec
 
     spec = load_spec(file, SweepSpec)
+    total = trial_budget(spec)  # also the grid check: a bad grid fails before Ray starts
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task(f"sweep {spec.name}", total=spec.num_samples, info="")
+        task = bar.add_task(f"sweep {spec.name}", total=total, info="")
         res = run_sweep(spec, address=address, tracking_uri=tracking_uri, storage_path=storage,
                         callbacks=[RichProgress(bar, task, spec.metric, spec.mode)],
                         yaml_text=file.read_text())

@@ -308,9 +308,11 @@ def test_the_grid_sampler_runs_to_the_end_of_its_grid_under_ask_and_tell():
 
     from flowtopo.sweep._grid import ExhaustiveGridSampler
     from flowtopo.sweep.runner import make_sampler
+    from flowtopo.sweep.space import trial_budget
 
     spec = SweepSpec.model_validate({**TINY, "sampler": "grid", "search": {
-        "priors": {"gmm": {"components": [2, 3]}}, "lr": [1e-3, 1e-3], "batch_size": [64]}})
+        "priors": {"gmm": {"components": [2, 3], "spread": 3.0, "scale": 0.5}},
+        "lr": [1e-3, 1e-3], "batch_size": [64]}})
     assert isinstance(make_sampler(spec), ExhaustiveGridSampler)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -329,6 +331,10 @@ def test_the_grid_sampler_runs_to_the_end_of_its_grid_under_ask_and_tell():
         study = ask_tell_all(ExhaustiveGridSampler(seed=0))
     assert sorted(t.params["components"] for t in study.trials) == [2, 3]
     assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    # nothing stops the study at the grid's end under ask and tell: the budget does
+    assert trial_budget(spec) == 2  # num_samples in TINY is larger than the grid
+    assert trial_budget(spec.model_copy(update={"num_samples": 1})) == 1
+    assert trial_budget(spec.model_copy(update={"sampler": "tpe"})) == spec.num_samples
 
 
 def test_grid_sampler_needs_a_finite_space(tmp_path):

@@ -98,17 +98,18 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    from flowtopo.sweep.space import check_grid, define_space
+    from flowtopo.sweep.space import define_space, trial_budget
     from flowtopo.tracking import ensure_experiment, resolve_tracking_uri
 
-    check_grid(spec)
+    num_samples = trial_budget(spec)
     uri = resolve_tracking_uri(tracking_uri or spec.mlflow.tracking_uri)
     exp_id = ensure_experiment(uri, spec.mlflow.experiment)  # on the driver, before trials
     storage = str(Path(storage_path or Path.cwd() / "flowtopo-runs" / "ray").resolve())
     sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     client = mlflow.MlflowClient(uri)
     parent = client.create_run(exp_id, run_name=f"sweep {sweep_id}", tags={
-        "flowtopo.kind": "sweep", "sweep_id": sweep_id, "dataset": spec.dataset.name})
+        "flowtopo.kind": "sweep", "sweep_id": sweep_id, "dataset": spec.dataset.name,
+        "search_trials": str(num_samples)})
     pid = parent.info.run_id
     if yaml_text:
         client.log_text(pid, yaml_text, "sweep.yaml")
@@ -136,7 +137,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     tuner = tune.Tuner(
         trainable_for(spec),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
-                                    num_samples=spec.num_samples,
+                                    num_samples=num_samples,
                                     max_concurrent_trials=spec.max_concurrent_trials),
         run_config=tune.RunConfig(
             name=sweep_id, storage_path=storage, verbose=0, callbacks=callbacks or [],

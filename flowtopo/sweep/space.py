@@ -82,6 +82,20 @@ def check_grid(spec: SweepSpec) -> int:
     return len(study.trials)
 
 
+def trial_budget(spec: SweepSpec) -> int:
+    """Trials of the search phase: ``num_samples``, capped at the grid's size for ``grid``.
+
+    Past its last point a grid has nothing new to offer (the brute-force sampler would repeat
+    points), and under Ray's ask and tell nothing stops the study at the end of the grid.
+
+    Raises:
+        InputError: the grid is infinite (`check_grid`).
+
+    """
+    n_grid = check_grid(spec)
+    return min(spec.num_samples, n_grid) if n_grid else spec.num_samples
+
+
 def sample_configs(spec: SweepSpec, n: int, seed: int = 0) -> list[dict[str, Any]]:
     """Dry run: ``n`` configurations drawn from the space by Optuna's random sampler."""
     import optuna
