@@ -29,6 +29,9 @@ priors_app = typer.Typer(help="Prior families: list them, draw one.", no_args_is
 app.add_typer(priors_app, name="priors")
 topology_app = typer.Typer(help="Density trees of latent distributions.", no_args_is_help=True)
 app.add_typer(topology_app, name="topology")
+translate_app = typer.Typer(help="Translate one network's embeddings into another's, without "
+                            "paired data.", no_args_is_help=True)
+app.add_typer(translate_app, name="translate")
 sweep_app = typer.Typer(help="Sweeps on Ray Tune + Optuna, recorded in MLflow.",
                         no_args_is_help=True)
 app.add_typer(sweep_app, name="sweep")
@@ -97,6 +100,157 @@ def data_show(
         console.print(f"picture: {plot_dataset(ds, plot)}")
 
 
+@data_app.command("pair")
+def data_pair(
+    base: Annotated[str, typer.Argument(help="Base dataset with labels (name or file path).")],
+    out: Annotated[Path, typer.Option(help="Folder for the .npy files and info.json.")],
+    source: Annotated[str, typer.Option(help="Source network: KIND:WIDTHS:ACTIVATION, e.g. "
+                                             "mlp:64:relu or cnn:8-16:relu.")] = "mlp:64:relu",
+    target: Annotated[str, typer.Option(help="Target network, same form.")] = "mlp:96-32:tanh",
+    seed_source: Annotated[int, typer.Option(help="Source network seed.")] = 0,
+    seed_target: Annotated[int, typer.Option(help="Target network seed.")] = 1,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per network.")] = 60,
+    option: OptionList = None,
+) -> None:
+    """Train two classifiers on BASE and write their hidden representations (a pair to translate).
+
+    source.npy and target.npy are the fit rows (disjoint inputs: unpaired); test_source.npy and
+    test_target.npy are both networks on the same test inputs (paired, for scoring only);
+    paired_source.npy and paired_target.npy hold both on every training input, for supervised
+    ceilings only.
+    """
+    from flowtopo.representations import representation_pair
+
+    pair = representation_pair(base, source, target, seed_source=seed_source,
+                               seed_target=seed_target, epochs=epochs,
+                               base_options=parse_options(option))
+    folder = pair.save(out)
+    table = Table("side", "network", "test accuracy", "fit rows", "dims",
+                  title=f"representation pair of {base}")
+    for side, arr in (("source", pair.source), ("target", pair.target)):
+        info = pair.info[side]
+        table.add_row(side, info["network"], f"{info['test_accuracy']:.3f}", str(len(arr)),
+                      str(arr.shape[1]))
+    console.print(table)
+    console.print(f"paired test rows: {len(pair.test_source)}; written to {folder}")
+
+
+def _read_embeddings(path: Path) -> np.ndarray:
+    from flowtopo.data import read_array_file
+
+    return read_array_file(str(path))[0]
+
+
+def _side_from(ref: str | None, tracking_uri: str | None) -> Any:
+    """A translation side from a folder, or a FlowAE checkpoint of an MLflow run id."""
+    if ref is None:
+        return None
+    import tempfile
+
+    from flowtopo.translate import Side
+
+    if Path(ref).is_dir():
+        return Side.load(Path(ref))
+    from flowtopo.pipeline.match import fetch_checkpoint
+    from flowtopo.tracking import resolve_tracking_uri
+
+    tmp = Path(tempfile.mkdtemp(prefix="flowtopo-side-"))
+    fetch_checkpoint(resolve_tracking_uri(tracking_uri), ref, tmp)
+    return Side.load(tmp / "checkpoint")
+
+
+@translate_app.command("fit")
+def translate_fit(
+    source: Annotated[Path, typer.Option(help="Source embeddings (.npy/.npz/.csv), (n, d_s).")],
+    target: Annotated[Path, typer.Option(help="Target embeddings, (m, d_t); rows unrelated "
+                                              "to the source's.")],
+    out: Annotated[Path, typer.Option(help="Folder to write the translation to.")],
+    encoder: Annotated[str | None, typer.Option(help="pca (linear, default) or flowae (a "
+                                                     "trained flow auto-encoder).")] = None,
+    k: Annotated[int | None, typer.Option(help="Latent dimension per side.")] = None,
+    pca: Annotated[int | None, typer.Option(help="Principal components kept per side.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="FlowAE training epochs.")] = None,
+    transform: Annotated[str | None, typer.Option(help="Latent map: piecewise, affine, "
+                                                       "linear, orthogonal.")] = None,
+    density: Annotated[str | None, typer.Option(help="flowae: the trees' density, exact or "
+                                                     "knn.")] = None,
+    min_persistence: Annotated[float | None, typer.Option(help="Tree merge threshold "
+                                                               "(nats).")] = None,
+    source_model: Annotated[str | None, typer.Option(help="Use this trained side (a folder "
+                                                          "or an MLflow run id).")] = None,
+    target_model: Annotated[str | None, typer.Option(help="Likewise for the target.")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow URI for run ids.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Seeds training and matching.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
+) -> None:
+    """Fit a translation from SOURCE embeddings to TARGET embeddings (no paired rows needed).
+
+    Unset options take the library's defaults (flowtopo.translate.TranslateConfig).
+    """
+    from pydantic import ValidationError
+
+    from flowtopo.translate import TranslateConfig, fit_translation
+
+    given = {"encoder": encoder, "k": k, "pca": pca, "epochs": epochs, "transform": transform,
+             "density": density, "min_persistence": min_persistence, "seed": seed}
+    try:
+        cfg = TranslateConfig(**{key: v for key, v in given.items() if v is not None})
+    except ValidationError as err:
+        e = err.errors()[0]
+        raise InputError(f"--{str(e['loc'][0]).replace('_', '-')}: {e['msg']}") from None
+    tr = fit_translation(_read_embeddings(source), _read_embeddings(target), cfg,
+                         source_side=_side_from(source_model, tracking_uri),
+                         target_side=_side_from(target_model, tracking_uri))
+    folder = tr.save(out)
+    summ = tr.summary()
+    if as_json:
+        print_json({**summ, "out": str(folder)})
+    else:
+        table = Table("field", "value", title=f"translation {source.name} -> {target.name}")
+        table.add_row("dims", f"{summ['source_dim']} -> {summ['target_dim']} (latent k "
+                      f"{summ['k'][0]} -> {summ['k'][1]})")
+        table.add_row("encoders", " / ".join(
+            side["encoder"] + (f" ({side['prior']['name']} prior)" if "prior" in side else "")
+            for side in (summ["source"], summ["target"])))
+        table.add_row("modes", "-" if summ["modes"] is None else
+                      f"{summ['modes'][0]} / {summ['modes'][1]}, "
+                      f"{len(summ['leaf_correspondence'])} matched")
+        table.add_row("fit KL (affine part)", "-" if summ["fit_kl"] is None else
+                      f"{summ['fit_kl']:.3f} nats")
+        fc = summ["fit_check"]
+        table.add_row("two-sample excess", "-" if fc is None else f"{fc['excess']:.3f}")
+        table.add_row("leaf round trip", "-" if summ["round_trip"] is None else
+                      f"{summ['round_trip']:.2f}")
+        console.print(table)
+        console.print(f"written to {folder}")
+    if tr.poor_fit:
+        err_console.print(f"POOR FIT: do not trust this translation ({tr.fit_reason})",
+                          markup=False, highlight=False)
+
+
+@translate_app.command("apply")
+def translate_apply(
+    translation: Annotated[Path, typer.Argument(help="A folder written by 'translate fit'.")],
+    embeddings: Annotated[Path, typer.Argument(help="Source embeddings to translate.")],
+    out: Annotated[Path, typer.Option(help="Write the translated embeddings (.npy) here.")],
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing --out file.")] = False,
+) -> None:
+    """Translate source embeddings into the target network's space."""
+    from flowtopo.translate import Translation
+
+    if out.exists() and not overwrite:
+        raise InputError(f"{out} exists; pass --overwrite to replace it")
+    if out.suffix != ".npy":
+        raise InputError(f"--out must end in .npy, got {out.name!r}")
+    tr = Translation.load(translation)
+    y = tr.transform(_read_embeddings(embeddings))
+    np.save(out, y, allow_pickle=False)
+    console.print(f"{len(y)} rows -> {out} (dims {y.shape[1]})")
+    if tr.poor_fit:
+        err_console.print(f"POOR FIT: this translation was flagged ({tr.fit_reason})",
+                          markup=False, highlight=False)
+
+
 @priors_app.command("list")
 def priors_list() -> None:
     """List the prior families and the latent dims they allow."""
@@ -138,15 +292,16 @@ def priors_best(
 
 @app.command("match")
 def match_cmd(
-    experiment: Annotated[str, typer.Option(help="MLflow experiment of the sweep.")],
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment of the sweep: "
+                                                        "match its models pairwise.")] = None,
     runs: Annotated[list[str] | None, typer.Option("--runs", help="Run ids to match "
                                                    "(repeatable); default: the best family's "
                                                    "best runs.")] = None,
     top: Annotated[int, typer.Option(help="Models of the best family to match.")] = 2,
     family: Annotated[str | None, typer.Option(help="Match this family's best runs.")] = None,
     method: Annotated[str, typer.Option(help="Alignment method.")] = "tree",
-    transform: Annotated[str, typer.Option(help="affine, linear, orthogonal, nonlinear.")] = (
-        "affine"),
+    transform: Annotated[str, typer.Option(help="affine, linear, orthogonal, piecewise, "
+                                                "nonlinear.")] = "affine",
     baselines: Annotated[str, typer.Option(help="Comma-separated unsupervised baselines to "
                                                 "score beside it (e.g. gw,cluster_qap).")] = "",
     metric: Annotated[str, typer.Option(help="Summary metric choosing the best runs.")] = (
@@ -155,14 +310,31 @@ def match_cmd(
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
     json_out: Annotated[Path | None, typer.Option(help="Write the scores as JSON here.")] = None,
     seed: Annotated[int, typer.Option(help="Seeds the halves and every random choice.")] = 0,
+    source: Annotated[str | None, typer.Option(help="EXPERIMENT[:RUN]: match this model to "
+                                                    "--target's, trained on other data "
+                                                    "(default run: the best).")] = None,
+    target: Annotated[str | None, typer.Option(help="EXPERIMENT[:RUN] of the target "
+                                                    "model.")] = None,
+    test_source: Annotated[Path | None, typer.Option(help="Paired test embeddings of the "
+                                                          "source's data (scores a cross "
+                                                          "match).")] = None,
+    test_target: Annotated[Path | None, typer.Option(help="The same inputs' target "
+                                                          "embeddings.")] = None,
+    test_labels: Annotated[Path | None, typer.Option(help="Their labels (label "
+                                                          "transfer).")] = None,
 ) -> None:
-    """Align every pair of a sweep's models (one Ray task per pair), log the scores to MLflow."""
+    """Align a sweep's models pairwise, or two models of different data (--source, --target).
+
+    One Ray task per ordered pair; the maps, fit checks and scores go to MLflow.
+    """
     from flowtopo.pipeline.match import MatchConfig, run_match
 
     cfg = MatchConfig(experiment=experiment, runs=runs, top=top, family=family, metric=metric,
                       method=method, transform=transform,
                       baselines=[b.strip() for b in baselines.split(",") if b.strip()],
-                      seed=seed, address=address, tracking_uri=tracking_uri, json_out=json_out)
+                      seed=seed, address=address, tracking_uri=tracking_uri, json_out=json_out,
+                      source=source, target=target, test_source=test_source,
+                      test_target=test_target, test_labels=test_labels)
     summary = run_match(cfg, log=console.print)
     print_match(summary)
 
@@ -170,16 +342,17 @@ def match_cmd(
 def print_match(summary: dict[str, Any]) -> None:
     """The pairwise scores as rich tables."""
     methods = list(summary["mean_r2"])
-    table = Table("source", "target", *(f"{m} R²" for m in methods), "top-1", "ambiguous",
+    table = Table("source", "target", *(f"{m} R²" for m in methods), "top-1", "fit check",
                   title=f"pairwise translation, paired test split (match run "
                         f"{summary['parent_run_id']})")
     for row in summary["pairs"]:
         sc = row["scores"]
         r2s = [f"{sc[m]['r2']:.3f}" if m in sc else "-" for m in methods]
         top1 = sc.get(summary["method"], {}).get("top1")
+        check = row.get("error") or ("POOR FIT: " + row["fit_reason"] if row.get("poor_fit")
+                                     else "passes")
         table.add_row(row["source_name"], row["target_name"], *r2s,
-                      "-" if top1 is None else f"{top1:.3f}",
-                      row.get("error", str(row.get("ambiguous", "-")))[:60])
+                      "-" if top1 is None else f"{top1:.3f}", check)
     console.print(table)
     for cyc in summary["cycles"]:
         console.print(f"cycle {' -> '.join(cyc['cycle'])}: error {cyc['error']:.4f}")
@@ -340,14 +513,23 @@ def demo_cmd(
         scores.add_row(name, f"{sc['r2']:.3f}", f"{sc['top1']:.3f}", f"{sc['mrr']:.3f}",
                        f"{sc.get('label_transfer', float('nan')):.3f}")
     console.print(scores)
-    tree, oracle = summary["scores"].get("tree"), summary["scores"].get("oracle")
-    if tree is not None and oracle is not None:
-        console.print(f"[bold]headline: tree matching R² {tree['r2']:.3f} vs oracle R² "
-                      f"{oracle['r2']:.3f}[/bold] (no paired data used by tree matching)")
-    else:
-        console.print(f"[bold]headline: tree matching failed[/bold]: {summary['tree']['error']}")
+    console.print(demo_headline(summary), highlight=False, markup=False)
     console.print(f"report: {summary['report']}")
     console.print(f"outputs: {summary['out']} ({summary['seconds']:.0f} s)")
+
+
+def demo_headline(summary: dict[str, Any]) -> str:
+    """The demo's one-line conclusion; it says what the fit check says."""
+    tree, oracle = summary["scores"].get("tree"), summary["scores"].get("oracle")
+    info = summary["tree"]
+    if tree is None or oracle is None:
+        return f"headline: tree matching failed: {info.get('error', 'no scores')}"
+    scores = (f"tree matching R² {tree['r2']:.3f} vs oracle R² {oracle['r2']:.3f} "
+              "(no paired data used by tree matching)")
+    if info.get("poor_fit"):
+        return (f"headline: the map is FLAGGED as a poor fit ({info['fit_reason']}), so the "
+                f"scores do not make it trustworthy; {scores}")
+    return f"headline: {scores}; the fit checks pass"
 
 
 @sweep_app.command("validate")

@@ -14,10 +14,10 @@ LAYERS = {
     "errors": 0, "plotting": 0,
     "data": 1,
     "flows": 2, "priors": 2, "model": 2, "regularizers": 2, "train": 2, "checkpoint": 2,
-    "fit_metrics": 2,
+    "fit_metrics": 2, "representations": 2,
     "topology": 3,
     "matching": 4, "metrics": 4,
-    "specs": 5, "train_run": 5, "tracking": 5, "sweep": 5, "pipeline": 5,
+    "specs": 5, "train_run": 5, "translate": 5, "tracking": 5, "sweep": 5, "pipeline": 5,
     "cli": 6,
 }
 NUMPY_ONLY = ("topology", "matching", "metrics", "data")  # usable without torch, Ray, MLflow

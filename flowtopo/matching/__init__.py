@@ -15,6 +15,7 @@ from flowtopo.matching._baselines import (
     align_oracle,
     align_relative,
 )
+from flowtopo.matching._fit_check import POOR_FIT_C2ST, FitCheck, c2st_fit_check
 from flowtopo.matching._fit_quality import sliced_wasserstein
 from flowtopo.matching._many import (
     ManyResult,
@@ -24,7 +25,13 @@ from flowtopo.matching._many import (
     model_spaces,
 )
 from flowtopo.matching._ml_polish import symmetric_kl
-from flowtopo.matching._result import POOR_FIT_KL, AlignResult, Candidate, LatentSpace
+from flowtopo.matching._result import (
+    POOR_FIT_KL,
+    POOR_ROUND_TRIP,
+    AlignResult,
+    Candidate,
+    LatentSpace,
+)
 from flowtopo.matching._transforms import TRANSFORMS, fit_map
 from flowtopo.matching._tree_match import TreeMatcher, TreeMatching
 from flowtopo.matching._tree_method import NotIdentifiable, align_tree
@@ -68,14 +75,19 @@ def align(source: LatentSpace | np.ndarray, target: LatentSpace | np.ndarray, *,
                              f"{space.k}-dim latents")
     res = METHODS[method](s, t, transform=transform, seed=seed, **options)
     res.fit_kl = symmetric_kl(s, t, res.matrix, res.offset, seed=seed)
+    res.fit_check = c2st_fit_check(res.transform(s.points), t.points, seed=seed)
     return res
 
 
 __all__ = [
     "METHODS",
+    "POOR_FIT_C2ST",
     "POOR_FIT_KL",
+    "POOR_ROUND_TRIP",
+    "TRANSFORMS",
     "AlignResult",
     "Candidate",
+    "FitCheck",
     "LatentSpace",
     "ManyResult",
     "NotIdentifiable",
@@ -84,6 +96,7 @@ __all__ = [
     "align",
     "align_many",
     "align_models",
+    "c2st_fit_check",
     "disjoint_halves",
     "fit_map",
     "model_spaces",

@@ -14,18 +14,31 @@
    Leaf correspondences are also tried (`flowtopo.matching._leaf_search`): all of them for
    small trees (<= 6 leaves), else those proposed by quadratic assignment of whitened
    centroid distances; learned densities reproduce clusters more reliably than nesting.
-5. When a density is exact (a callable ``log_density``), the winner is polished by symmetric
+   Leaf correspondences are also proposed from scale-free invariants compared by rank
+   (`flowtopo.matching._cues`: separations in units of the clusters' spreads, merge heights
+   relative to peaks), the cue that carries the correspondence between two DIFFERENT networks.
+   The winner is the best-fitting candidate among those whose cue consensus is within
+   `CONSENSUS_MARGIN` of the best consensus.
+5. Match across scales: when the two trees have different numbers of modes, the finer tree is
+   coarsened to the other's count (its merge threshold raised between the persistences of its
+   c-th and (c+1)-th modes), so a mode whose persistence sits near the threshold in one tree
+   and not the other cannot tear the matching apart.
+6. When a density is exact (a callable ``log_density``), the winner is polished by symmetric
    maximum likelihood (`flowtopo.matching._ml_polish`): the OT refinement pairs two independent
    samples and keeps their noise; the likelihood uses every point against an exact density.
+7. ``transform="piecewise"``: one affine map per matched leaf pair, fitted on that pair's
+   optimal-transport point pairs and blended by soft leaf membership (`fit_piecewise`).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from flowtopo.errors import InputError
+from flowtopo.matching._cues import consensus, cue_candidates, leaf_cues
 from flowtopo.matching._fit_quality import fit_score
 from flowtopo.matching._leaf_search import (
     centroid_fit,
@@ -35,7 +48,7 @@ from flowtopo.matching._leaf_search import (
 )
 from flowtopo.matching._ml_polish import ml_polish
 from flowtopo.matching._result import AlignResult, Candidate, LatentSpace
-from flowtopo.matching._transforms import fit_map, fit_residual
+from flowtopo.matching._transforms import fit_map, fit_piecewise, fit_residual
 from flowtopo.matching._tree_match import TreeMatcher, TreeMatching
 from flowtopo.topology import DensityTree, density_tree
 
@@ -80,14 +93,16 @@ def _leaf_pairs(ts: DensityTree, tt: DensityTree, pairs: list[tuple[int, int]]
 def _refine(src: np.ndarray, tgt: np.ndarray, ts: DensityTree, tt: DensityTree,
             pairs: list[tuple[int, int]], kind: str, matrix: np.ndarray, offset: np.ndarray,
             iters: int, per_leaf: int, rng: np.random.Generator
-            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """OT refinement inside matched leaves; returns (A, b, xs, ys, piece of each pair)."""
     import ot
 
     xs, ys = np.zeros((0, src.shape[1])), np.zeros((0, tgt.shape[1]))
+    piece = np.zeros(0, dtype=np.int64)
     leaf_pairs = _leaf_pairs(ts, tt, pairs)
     for _ in range(iters):
-        xs_l, ys_l, ws_l = [], [], []
-        for u, v in leaf_pairs:
+        xs_l, ys_l, ws_l, ps_l = [], [], [], []
+        for p, (u, v) in enumerate(leaf_pairs):
             mu, mv = ts.nodes[u].members, tt.nodes[v].members
             m = min(per_leaf, len(mu), len(mv))
             if m < 2:
@@ -99,18 +114,119 @@ def _refine(src: np.ndarray, tgt: np.ndarray, ts: DensityTree, tt: DensityTree,
             xs_l.append(a)
             ys_l.append(m * plan @ b)  # barycentric projection of the plan
             ws_l.append(np.full(m, min(ts.nodes[u].mass, tt.nodes[v].mass) / m))
+            ps_l.append(np.full(m, p))
         if not xs_l:
             break
         xs, ys, w = np.concatenate(xs_l), np.concatenate(ys_l), np.concatenate(ws_l)
+        piece = np.concatenate(ps_l)
         matrix, offset = fit_map(kind, xs, ys, w)
-    return matrix, offset, xs, ys
+    return matrix, offset, xs, ys, piece
+
+
+def _at_leaf_count(space: LatentSpace, tree: DensityTree, c: int, k_neighbors: int,
+                   min_persistence: float, min_mass: float) -> DensityTree:
+    """``tree``'s density coarsened to about ``c`` modes (its threshold raised), or ``tree``."""
+    d = tree.diagram
+    pers = np.sort((d[:, 0] - d[:, 1])[np.isfinite(d[:, 0] - d[:, 1])])[::-1]
+    if len(pers) <= c:
+        return tree
+    threshold = 0.5 * (pers[c - 1] + pers[c])
+    if threshold <= min_persistence:
+        return tree
+    return density_tree(space.points, space.log_density, k_neighbors=k_neighbors,
+                        min_persistence=float(threshold), min_mass=min_mass)
+
+
+CONSENSUS_MARGIN = 0.1
+"""Candidates whose cue consensus is within this of the best are judged by their fit."""
+
+
+def _pick(fits: list[float], agree: list[float]) -> int:
+    """Index of the best candidate: the best fit among those whose consensus is near the top.
+
+    Consensus (order agreement of scale-free separations) rules out correspondences that
+    contradict the clusters' geometry; among the plausible ones, the distribution fit (the
+    exact likelihood when densities are exact) decides. Candidates without a consensus (fewer
+    than three matched leaves) are judged by fit alone.
+    """
+    f = np.nan_to_num(np.asarray(fits, dtype=np.float64), nan=np.inf)
+    a = np.asarray(agree, dtype=np.float64)
+    top = np.nanmax(a) if np.isfinite(a).any() else np.nan
+    ok = ~np.isfinite(a) | (a >= top - CONSENSUS_MARGIN) if np.isfinite(top) else np.ones_like(
+        f, dtype=bool)
+    return int(np.argmin(np.where(ok, f, np.inf)))
+
+
+@dataclass
+class _Selection:
+    """The candidates of one direction, scored, the chosen one first."""
+
+    scored: list[Candidate]
+    agree: list[float]
+    criterion: str
+    structural_tie: bool
+
+
+def _select(ts: DensityTree, tt: DensityTree, source: LatentSpace, target: LatentSpace,
+            transform: str, seed: int, tie: float, cue_restarts: int, max_cue: int,
+            rng: np.random.Generator) -> _Selection:
+    """Propose matchings (structural, leaf search, cues), score each, put the winner first."""
+    found: list[TreeMatching] = TreeMatcher(ts, tt, tie=tie).candidates()
+    structural_tie = len(found) > 1
+    leaf_search = (leaf_candidates(ts, tt, source, target, transform, seed)
+                   or qap_leaf_candidates(ts, tt, source, target, transform, seed))
+    cs, ct = leaf_cues(ts, source.points), leaf_cues(tt, target.points)
+    cues = [TreeMatching(float("nan"), [(0, 0), *pairs]) for _, pairs in cue_candidates(
+        cs, ct, restarts=cue_restarts, seed=seed, min_pairs=needed(transform, source.k))]
+    known = {tuple(sorted(c.pairs)) for c in found}
+    for cand in [*leaf_search, *cues[:max_cue]]:
+        if tuple(sorted(cand.pairs)) not in known:
+            known.add(tuple(sorted(cand.pairs)))
+            found.append(cand)
+    first = leaf_search[0] if leaf_search else (cues[0] if cues else found[0])
+    _check_identifiable(ts, tt, first.pairs, transform, source.k)
+    scored: list[Candidate] = []
+    agree: list[float] = []
+    criterion = ""
+    for cand in found:  # score every candidate after one quick refinement
+        a, b = centroid_fit(ts, tt, cand.pairs, transform)
+        a, b, _, _, _ = _refine(source.points, target.points, ts, tt, cand.pairs, transform, a,
+                                b, 1, 200, rng)
+        fit, criterion = fit_score(source, target, a, b, seed)
+        scored.append(Candidate(cand.pairs, cand.cost, fit, a, b))
+        agree.append(consensus(cs, ct, cand.pairs))
+    pick = _pick([c.fit for c in scored], agree)
+    order = sorted(range(len(scored)), key=lambda i: (i != pick, scored[i].fit))
+    return _Selection([scored[i] for i in order], [agree[i] for i in order], criterion,
+                      structural_tie)
+
+
+def leaf_round_trip(ts: DensityTree, forward: list[tuple[int, int]],
+                    backward: list[tuple[int, int]]) -> float:
+    """Mass share of the forward-matched source leaves that the backward matching sends home.
+
+    ``forward`` holds (source node, target node) pairs, ``backward`` (target node, source
+    node) pairs from an independent alignment in the other direction; 1.0 when the two leaf
+    correspondences are inverse to each other.
+    """
+    back = dict(backward)
+    leaves = [(u, v) for u, v in forward if ts.nodes[u].is_leaf]
+    total = sum(ts.nodes[u].mass for u, _ in leaves)
+    home = sum(ts.nodes[u].mass for u, v in leaves if back.get(v) == u)
+    return float(home / total) if total > 0 else 0.0
 
 
 def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "affine",
                seed: int = 0, k_neighbors: int = 15, min_persistence: float = 2.0,
                min_mass: float = 0.01, refine_iters: int = 6, per_leaf: int = 1000,
-               tie: float = 0.03, polish: bool = True, **_: Any) -> AlignResult:
+               tie: float = 0.03, polish: bool = True, cue_restarts: int = 24,
+               max_cue_candidates: int = 16, round_trip: bool = True, **_: Any
+               ) -> AlignResult:
     """Align ``source`` to ``target`` by matching their density trees (see module docstring).
+
+    With ``round_trip`` the leaf correspondence is also chosen independently in the other
+    direction (target to source, the same trees); ``round_trip`` in the result is the mass
+    share on which the two agree (`leaf_round_trip`), and a low agreement flags the map.
 
     Raises:
         NotIdentifiable: too few matched clusters in general position for the map.
@@ -121,41 +237,43 @@ def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "af
                       min_persistence=min_persistence, min_mass=min_mass)
     tt = density_tree(target.points, target.log_density, k_neighbors=k_neighbors,
                       min_persistence=min_persistence, min_mass=min_mass)
-    matcher = TreeMatcher(ts, tt, tie=tie)
-    found: list[TreeMatching] = matcher.candidates()
-    structural_tie = len(found) > 1
-    leaf_search = (leaf_candidates(ts, tt, source, target, transform, seed)
-                   or qap_leaf_candidates(ts, tt, source, target, transform, seed))
-    known = {tuple(sorted(c.pairs)) for c in found}
-    found += [c for c in leaf_search if tuple(sorted(c.pairs)) not in known]
-    _check_identifiable(ts, tt, found[0].pairs if not leaf_search else leaf_search[0].pairs,
-                        transform, source.k)
-    scored: list[Candidate] = []
-    for cand in found:  # score every candidate after one quick refinement
-        a, b = centroid_fit(ts, tt, cand.pairs, transform)
-        a, b, _, _ = _refine(source.points, target.points, ts, tt, cand.pairs, transform, a, b,
-                             1, 200, rng)
-        fit, criterion = fit_score(source, target, a, b, seed)
-        scored.append(Candidate(cand.pairs, cand.cost, fit, a, b))
-    scored.sort(key=lambda c: c.fit)
-    close = len(scored) > 1 and criterion == "nll" and scored[1].fit - scored[0].fit < 0.05
-    best = scored[0]  # then refine the winner fully
-    a, b, xs, ys = _refine(source.points, target.points, ts, tt, best.node_pairs, transform,
-                           best.matrix, best.offset, refine_iters, per_leaf, rng)
+    c = min(len(ts.leaves()), len(tt.leaves()))
+    if len(ts.leaves()) > c:
+        ts = _at_leaf_count(source, ts, c, k_neighbors, min_persistence, min_mass)
+    if len(tt.leaves()) > c:
+        tt = _at_leaf_count(target, tt, c, k_neighbors, min_persistence, min_mass)
+    sel = _select(ts, tt, source, target, transform, seed, tie, cue_restarts,
+                  max_cue_candidates, rng)
+    scored, best, criterion = sel.scored, sel.scored[0], sel.criterion
+    agreement = None
+    if round_trip:
+        back = _select(tt, ts, target, source, transform, seed, tie, cue_restarts,
+                       max_cue_candidates, rng)
+        agreement = leaf_round_trip(ts, best.node_pairs, back.scored[0].node_pairs)
+    close = len(scored) > 1 and criterion == "nll" and abs(scored[1].fit - best.fit) < 0.05
+    # then refine the winner fully
+    a, b, xs, ys, piece = _refine(source.points, target.points, ts, tt, best.node_pairs,
+                                  transform, best.matrix, best.offset, refine_iters, per_leaf,
+                                  rng)
     polished = ml_polish(source, target, transform, a, b, seed=seed) if polish else None
     if polished is not None:
         a, b = polished.matrix, polished.offset
+        if transform == "piecewise":  # point pairs under the polished map
+            _, _, xs, ys, piece = _refine(source.points, target.points, ts, tt,
+                                          best.node_pairs, transform, a, b, 1, per_leaf, rng)
     best.matrix, best.offset = a, b
     best.fit, criterion = fit_score(source, target, a, b, seed)
     residual = None
     if transform == "nonlinear":
         residual = fit_residual(xs, ys, a, b, seed=seed)
+    piecewise = fit_piecewise(xs, ys, piece, a, b) if transform == "piecewise" else None
     return AlignResult(
         matrix=best.matrix, offset=best.offset, method="tree", transform_kind=transform,
-        node_pairs=best.node_pairs, cost=best.tree_cost, ambiguous=structural_tie or close,
-        candidates=scored, residual=residual,
+        node_pairs=best.node_pairs, cost=best.tree_cost,
+        ambiguous=sel.structural_tie or close, candidates=scored, residual=residual,
+        piecewise=piecewise, round_trip=agreement,
         info={"source_tree": ts, "target_tree": tt, "n_candidates": len(scored),
-              "fit": best.fit, "fit_criterion": criterion,
+              "fit": best.fit, "fit_criterion": criterion, "consensus": sel.agree[0],
               "polish": None if polished is None else {
                   "sides": polished.sides, "before": polished.before,
                   "after": polished.after, "iterations": polished.iterations}})

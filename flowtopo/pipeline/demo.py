@@ -119,7 +119,8 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
         scores = first["scores"]
         tree_info = ({"error": first["error"]} if "error" in first else
                      {"ambiguous": first["ambiguous"], "node_pairs": first["node_pairs"],
-                      "candidates": first["candidates"]})
+                      "candidates": first["candidates"], "poor_fit": first["poor_fit"],
+                      "fit_reason": first["fit_reason"]})
         tree_info["mean_r2"] = match["mean_r2"]
     except InputError as err:
         tree_info = {"error": str(err)}

@@ -29,9 +29,16 @@ CHECKPOINT_ARTIFACT = "checkpoint"
 
 @dataclass
 class MatchConfig:
-    """What ``flowtopo match`` does (see the CLI for each option)."""
+    """What ``flowtopo match`` does (see the CLI for each option).
 
-    experiment: str
+    Either ``experiment`` (every pair of one sweep's models, trained on the same data) or
+    ``source`` and ``target`` (``EXPERIMENT[:RUN]`` each: two models trained on different data,
+    e.g. two networks' representations; without ``:RUN`` the experiment's best run by
+    ``metric``). Paired test embeddings (``test_source``, ``test_target``, optional
+    ``test_labels``) score a cross-experiment match; without them it is recorded unscored.
+    """
+
+    experiment: str | None = None
     runs: list[str] | None = None
     top: int = 2
     family: str | None = None
@@ -43,6 +50,16 @@ class MatchConfig:
     address: str | None = None
     tracking_uri: str | None = None
     json_out: Path | None = None
+    source: str | None = None
+    target: str | None = None
+    test_source: Path | None = None
+    test_target: Path | None = None
+    test_labels: Path | None = None
+
+    @property
+    def cross(self) -> bool:
+        """True for a source/target match across experiments."""
+        return self.source is not None or self.target is not None
 
 
 def choose_runs(cfg: MatchConfig, client: Any, experiment_id: str) -> list[Any]:
@@ -120,9 +137,39 @@ def checkpoint_from_files(files: dict[str, bytes], root: Path) -> Any:
     return load_checkpoint(root)
 
 
+def _cross_spaces(ck_a: Any, ck_b: Any, dataset_a: dict[str, Any], dataset_b: dict[str, Any],
+                  test: dict[str, np.ndarray] | None) -> dict[str, Any]:
+    """Spaces of models trained on DIFFERENT data (a cross-experiment match).
+
+    Each model encodes its own training split (unpaired); the paired test embeddings, when
+    given, are standardised by each model's own standardiser.
+    """
+    from flowtopo.data import load_dataset
+    from flowtopo.matching import LatentSpace
+
+    a, b = ck_a.model, ck_b.model
+    ds_a = load_dataset(dataset_a["name"], **dataset_a.get("options", {}))
+    ds_b = load_dataset(dataset_b["name"], **dataset_b.get("options", {}))
+    out: dict[str, Any] = {
+        "space_a": LatentSpace(a.latents(ds_a.x_train), prior=a.prior),
+        "space_b": LatentSpace(b.latents(ds_b.x_train), prior=b.prior),
+        "test_source": None, "test_target": None, "y_test": None}
+    if test is not None:
+        out["test_source"] = a.latents(ck_a.standardizer.transform(test["source"]))
+        out["test_target"] = b.latents(ck_b.standardizer.transform(test["target"]))
+        out["y_test"] = test.get("labels")
+    return out
+
+
 def align_pair(ckpt_a: dict[str, bytes], ckpt_b: dict[str, bytes], dataset: dict[str, Any],
-               method: str, transform: str, baselines: list[str], seed: int) -> dict[str, Any]:
+               method: str, transform: str, baselines: list[str], seed: int,
+               dataset_b: dict[str, Any] | None = None,
+               test: dict[str, np.ndarray] | None = None) -> dict[str, Any]:
     """One pair (the body of the Ray task): align, then score on the paired test split.
+
+    With ``dataset_b`` (a model trained on other data than ``dataset``: a cross-experiment
+    match) each model encodes its own training split, and scores need ``test`` (paired
+    ``source``/``target`` embeddings, optional ``labels``); without it ``scores`` is empty.
 
     Returns:
         ``result`` (`AlignResult`) or ``error``; ``scores`` (method -> translation scores);
@@ -136,29 +183,40 @@ def align_pair(ckpt_a: dict[str, bytes], ckpt_b: dict[str, bytes], dataset: dict
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        a = checkpoint_from_files(ckpt_a, Path(tmp) / "a").model
-        b = checkpoint_from_files(ckpt_b, Path(tmp) / "b").model
-    ds = load_dataset(dataset["name"], **dataset.get("options", {}))
-
-    za, zb = a.latents(ds.x_test), b.latents(ds.x_test)
-    space_a, space_b, _, _ = model_spaces(a, b, ds.x_train, seed=seed)  # encoded once
+        ck_a = checkpoint_from_files(ckpt_a, Path(tmp) / "a")
+        ck_b = checkpoint_from_files(ckpt_b, Path(tmp) / "b")
+    a, b = ck_a.model, ck_b.model
+    if dataset_b is None or dataset_b == dataset:
+        ds = load_dataset(dataset["name"], **dataset.get("options", {}))
+        za, zb, y = a.latents(ds.x_test), b.latents(ds.x_test), ds.y_test
+        space_a, space_b, _, _ = model_spaces(a, b, ds.x_train, seed=seed)  # encoded once
+    else:
+        cross = _cross_spaces(ck_a, ck_b, dataset, dataset_b, test)
+        space_a, space_b = cross["space_a"], cross["space_b"]
+        za, zb, y = cross["test_source"], cross["test_target"], cross["y_test"]
     out: dict[str, Any] = {"scores": {}, "test_source": za, "test_target": zb,
-                           "y_test": ds.y_test, "z_source": space_a.points,
+                           "y_test": y, "z_source": space_a.points,
                            "z_target": space_b.points}
+
+    def score(transform_fn: Any) -> dict[str, float] | None:
+        return None if za is None else translation_scores(za, zb, transform_fn, y)
+
     try:
         res = align(space_a, space_b, method=method, transform=transform, seed=seed)
         out["result"] = res
-        out["scores"][method] = translation_scores(za, zb, res.transform, ds.y_test)
+        out["scores"][method] = score(res.transform)
     except InputError as err:
         out["error"] = str(err)
-    oracle = align(za, zb, method="oracle", pairs=(za, zb), transform=transform)
-    out["scores"]["oracle"] = translation_scores(za, zb, oracle.transform, ds.y_test)
+    if za is not None:
+        oracle = align(za, zb, method="oracle", pairs=(za, zb), transform=transform)
+        out["scores"]["oracle"] = score(oracle.transform)
     for name in baselines:
         try:
             base = align(out["z_source"], out["z_target"], method=name, seed=seed)
-            out["scores"][name] = translation_scores(za, zb, base.transform, ds.y_test)
+            out["scores"][name] = score(base.transform)
         except InputError as err:
             out.setdefault("baseline_errors", {})[name] = str(err)
+    out["scores"] = {m: sc for m, sc in out["scores"].items() if sc is not None}
     out["seconds"] = time.perf_counter() - t0
     return out
 
@@ -185,17 +243,38 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
         raise InputError(f"unknown transform {cfg.transform!r}; valid: {', '.join(TRANSFORMS)}")
     uri = resolve_tracking_uri(cfg.tracking_uri)
     client = mlflow.MlflowClient(uri)
-    exp = find_experiment(client, cfg.experiment)
-    runs = choose_runs(cfg, client, exp.experiment_id)
+    test = None
+    if cfg.cross:
+        if not (cfg.source and cfg.target):
+            raise InputError("--source and --target go together (EXPERIMENT[:RUN] each)")
+        if cfg.experiment or cfg.runs:
+            raise InputError("give either --experiment (and --runs) or --source and --target")
+        runs = [resolve_ref(client, cfg, cfg.source, "--source"),
+                resolve_ref(client, cfg, cfg.target, "--target")]
+        if runs[0].info.run_id == runs[1].info.run_id:
+            raise InputError("--source and --target name the same run")
+        exp_id = runs[0].info.experiment_id
+        test = read_paired_test(cfg)
+    else:
+        if cfg.experiment is None:
+            raise InputError("give --experiment, or --source and --target")
+        if cfg.test_source or cfg.test_target or cfg.test_labels:
+            raise InputError("--test-source/--test-target/--test-labels go with --source and "
+                             "--target (a sweep's own test split scores --experiment)")
+        exp_id = find_experiment(client, cfg.experiment).experiment_id
+        runs = choose_runs(cfg, client, exp_id)
     names = {r.info.run_id: _short_name(r) for r in runs}
     with tempfile.TemporaryDirectory() as tmp:
         ckpts = {r.info.run_id: fetch_checkpoint(uri, r.info.run_id, Path(tmp) / r.info.run_id)
                  for r in runs}
     datasets = {rid: json.loads(files["config.json"])["dataset"] for rid, files in ckpts.items()}
-    if len({json.dumps(d, sort_keys=True) for d in datasets.values()}) > 1:
+    if not cfg.cross and len({json.dumps(d, sort_keys=True) for d in datasets.values()}) > 1:
         raise InputError("the chosen runs were trained on different datasets: "
-                         + "; ".join(f"{names[r]}: {d}" for r, d in datasets.items()))
-    dataset = next(iter(datasets.values()))
+                         + "; ".join(f"{names[r]}: {d}" for r, d in datasets.items())
+                         + " (to match models of different data use --source and --target)")
+    ids = list(ckpts)
+    dataset = (datasets[ids[0]] if not cfg.cross else
+               {"source": datasets[ids[0]], "target": datasets[ids[1]]})
     log(f"matching {len(runs)} models ({', '.join(names.values())}): "
         f"{len(runs) * (len(runs) - 1)} ordered pairs as Ray tasks")
 
@@ -203,21 +282,33 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
     refs = {rid: ray.put(files) for rid, files in ckpts.items()}
     task = ray.remote(num_cpus=1)(align_pair)
     pairs = list(itertools.permutations(ckpts, 2))
-    futures = [task.remote(refs[a], refs[b], dataset, cfg.method, cfg.transform,
-                           list(cfg.baselines), cfg.seed) for a, b in pairs]
+
+    def oriented(a: str) -> dict[str, np.ndarray] | None:
+        if test is None or a == ids[0]:
+            return test
+        return {"source": test["target"], "target": test["source"],
+                **({"labels": test["labels"]} if "labels" in test else {})}
+
+    futures = [task.remote(refs[a], refs[b], datasets[a], cfg.method, cfg.transform,
+                           list(cfg.baselines), cfg.seed, datasets[b], oriented(a))
+               for a, b in pairs]
     results = dict(zip(pairs, ray.get(futures), strict=True))
+    exp_name = client.get_experiment(exp_id).name
 
     match_id = f"match-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    parent = client.create_run(exp.experiment_id, run_name=match_id, tags={
-        "flowtopo.kind": "match", "match_id": match_id, "method": cfg.method,
-        "runs": ",".join(names)})
+    tags = {"flowtopo.kind": "match", "match_id": match_id, "method": cfg.method,
+            "runs": ",".join(names), "cross": str(cfg.cross).lower()}
+    if cfg.cross:
+        tags.update(source_experiment=exp_name, target_experiment=client.get_experiment(
+            runs[1].info.experiment_id).name)
+    parent = client.create_run(exp_id, run_name=match_id, tags=tags)
     pid = parent.info.run_id
     for key, value in {"method": cfg.method, "transform": cfg.transform, "seed": cfg.seed,
                        "baselines": ",".join(cfg.baselines),
                        "dataset": json.dumps(dataset)}.items():
         client.log_param(pid, key, value)
     with tempfile.TemporaryDirectory() as tmp:
-        pair_rows = [_record_pair(client, exp.experiment_id, pid, a, b, names, res, cfg,
+        pair_rows = [_record_pair(client, exp_id, pid, a, b, names, res, cfg,
                                   Path(tmp)) for (a, b), res in results.items()]
         cycles = _cycles(results, names)
         summary = _summary(match_id, pid, names, pair_rows, cycles, cfg, dataset)
@@ -230,6 +321,62 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
     return summary
 
 
+def resolve_ref(client: Any, cfg: MatchConfig, ref: str, flag: str) -> Any:
+    """The finished run ``EXPERIMENT:RUN``, or the best run of ``EXPERIMENT`` by ``cfg.metric``.
+
+    Raises:
+        InputError: unknown experiment or run, a run of another experiment or not FINISHED,
+            an experiment with no finished trial runs.
+
+    """
+    from mlflow.exceptions import MlflowException
+
+    from flowtopo.pipeline.best import best_priors
+    from flowtopo.tracking import find_experiment
+
+    name, _, rid = ref.partition(":")
+    exp = find_experiment(client, name)
+    if not rid:
+        rows = best_priors(name, tracking_uri=cfg.tracking_uri, metric=cfg.metric, top=1)
+        if not rows:
+            raise InputError(f"{flag}: experiment {name!r} has no finished trial runs")
+        rid = min(rows, key=lambda r: r[cfg.metric])["run_id"]
+    try:
+        run = client.get_run(rid)
+    except MlflowException:
+        raise InputError(f"{flag}: no MLflow run {rid!r}") from None
+    if run.info.experiment_id != exp.experiment_id:
+        raise InputError(f"{flag}: run {rid} is not in experiment {name!r}")
+    if run.info.status != "FINISHED":
+        raise InputError(f"{flag}: run {rid} is {run.info.status}, not FINISHED (no checkpoint)")
+    return run
+
+
+def read_paired_test(cfg: MatchConfig) -> dict[str, np.ndarray] | None:
+    """The paired test embeddings of a cross match, or None when none were given.
+
+    Raises:
+        InputError: only one side given, unreadable files, row counts that differ.
+
+    """
+    from flowtopo.data import read_array_file
+
+    if cfg.test_source is None and cfg.test_target is None:
+        if cfg.test_labels is not None:
+            raise InputError("--test-labels needs --test-source and --test-target")
+        return None
+    if cfg.test_source is None or cfg.test_target is None:
+        raise InputError("--test-source and --test-target go together (paired rows)")
+    out = {"source": read_array_file(str(cfg.test_source))[0],
+           "target": read_array_file(str(cfg.test_target))[0]}
+    if cfg.test_labels is not None:
+        out["labels"] = np.asarray(read_array_file(str(cfg.test_labels))[0]).reshape(-1)
+    sizes = {k: len(v) for k, v in out.items()}
+    if len(set(sizes.values())) > 1:
+        raise InputError(f"paired test files must have the same number of rows, got {sizes}")
+    return out
+
+
 def _short_name(run: Any) -> str:
     tags = run.data.tags
     return f"{tags.get('family', '?')}-s{tags.get('seed', '?')}-{run.info.run_id[:6]}"
@@ -239,7 +386,6 @@ def _record_pair(client: Any, exp_id: str, parent_id: str, a: str, b: str,
                  names: dict[str, str], res: dict[str, Any], cfg: MatchConfig,
                  tmp: Path) -> dict[str, Any]:
     """One MLflow run for the ordered pair (a -> b): map, node pairs, scores, pictures."""
-    from flowtopo.matching import POOR_FIT_KL
     from flowtopo.matching.plot import plot_match
     from flowtopo.tracking import log_metrics
 
@@ -262,22 +408,26 @@ def _record_pair(client: Any, exp_id: str, parent_id: str, a: str, b: str,
     detail = {"matrix": ar.matrix.tolist(), "offset": ar.offset.tolist(),
               "node_pairs": [list(map(int, p)) for p in ar.node_pairs], "cost": float(ar.cost),
               "ambiguous": bool(ar.ambiguous), "candidates": len(ar.candidates),
-              "transform": ar.transform_kind, "fit_kl": ar.fit_kl, "poor_fit": ar.poor_fit}
-    if ar.fit_kl is not None:
-        log_metrics(client, rid, {"fit_kl": ar.fit_kl})
+              "transform": ar.transform_kind, "fit_kl": ar.fit_kl, "poor_fit": ar.poor_fit,
+              "fit_reason": ar.fit_reason, "round_trip": ar.round_trip,
+              "fit_check": ar.fit_check.to_dict() if ar.fit_check is not None else None}
+    checks = {"fit_kl": ar.fit_kl, "round_trip": ar.round_trip,
+              "c2st_excess": ar.fit_check.excess if ar.fit_check is not None else None}
+    log_metrics(client, rid, {k: v for k, v in checks.items() if v is not None})
     if ar.poor_fit:
-        client.set_tag(rid, "poor_fit", f"fit KL {ar.fit_kl:.3g} nats > {POOR_FIT_KL}")
+        client.set_tag(rid, "poor_fit", ar.fit_reason)
     if "source_tree" in ar.info:
         detail["source_tree"] = json.loads(ar.info["source_tree"].to_json())
         detail["target_tree"] = json.loads(ar.info["target_tree"].to_json())
     row.update(detail)
     client.log_dict(rid, {**detail, "scores": scores, "source_run": a, "target_run": b},
                     "pair.json")
-    picture = plot_match(ar, res["z_source"], res["z_target"], res["test_source"],
-                         res["test_target"], res["y_test"], tmp / f"{rid}.png",
-                         titles=(names[a], names[b]))
-    client.log_artifact(rid, str(picture), "pictures")
-    row["picture"] = f"pictures/{picture.name}"
+    if res["test_source"] is not None:  # an unscored cross match has no paired rows to draw
+        picture = plot_match(ar, res["z_source"], res["z_target"], res["test_source"],
+                             res["test_target"], res["y_test"], tmp / f"{rid}.png",
+                             titles=(names[a], names[b]))
+        client.log_artifact(rid, str(picture), "pictures")
+        row["picture"] = f"pictures/{picture.name}"
     client.set_terminated(rid, "FINISHED")
     return row
 
@@ -323,11 +473,9 @@ CYCLE_WARN = 0.1
 
 def _warnings(ok: list[dict[str, Any]], cycles: list[dict[str, Any]]) -> list[str]:
     """Oracle-free doubts about the maps: poor distribution fit, inconsistent cycles."""
-    from flowtopo.matching import POOR_FIT_KL
-
     out = [f"{r['source_name']} -> {r['target_name']}: the map does not carry one latent "
-           f"distribution onto the other (fit KL {r['fit_kl']:.3g} nats > {POOR_FIT_KL}); "
-           "do not trust it" for r in ok if r.get("poor_fit")]
+           f"distribution onto the other ({r['fit_reason']}); do not trust it"
+           for r in ok if r.get("poor_fit")]
     out += [f"cycle {' -> '.join(c['cycle'])}: error {c['error']:.3g} > {CYCLE_WARN}; "
             "the maps of this triple disagree" for c in cycles if c["error"] > CYCLE_WARN]
     return out

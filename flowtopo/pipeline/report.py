@@ -62,7 +62,8 @@ a right map">fit KL</th><th class="l">note</th></tr>
 <td>{{ fmt(p.scores.get(match.method, {}).get("mrr")) }}</td>
 <td>{{ fmt(p.scores.get(match.method, {}).get("label_transfer")) }}</td>
 <td>{{ fmt(p.fit_kl) }}</td>
-<td class="l">{{ p.error or ("POOR FIT: do not trust this map" if p.poor_fit else "") }}
+<td class="l">{{ p.error or (("POOR FIT: do not trust this map (" ~ p.fit_reason ~ ")")
+  if p.poor_fit else "") }}
 {{ "ambiguous: chosen by fit" if p.ambiguous else "" }}</td></tr>
 {% endfor %}</table>
 {% if match.warnings %}<ul id="warnings">{% for w in match.warnings %}<li>{{ w }}</li>
@@ -178,12 +179,14 @@ def _latest_match(client: Any, exp_id: str, img: Path, out: Path) -> dict[str, A
             src, tgt = tags.get("source_run", "?"), tags.get("target_run", "?")
             row = {"source_name": names.get(src, src[:6]), "target_name": names.get(tgt, tgt[:6]),
                    "scores": {}, "error": child.data.tags.get("error"), "ambiguous": False,
-                   "picture_local": None, "fit_kl": None, "poor_fit": False}
+                   "picture_local": None, "fit_kl": None, "poor_fit": False,
+                   "fit_reason": None}
             if child.info.status == "FINISHED":
                 detail = json.loads(Path(client.download_artifacts(
                     child.info.run_id, "pair.json", tmp)).read_text())
                 row.update(scores=detail["scores"], ambiguous=detail["ambiguous"],
-                           fit_kl=detail.get("fit_kl"), poor_fit=detail.get("poor_fit", False))
+                           fit_kl=detail.get("fit_kl"), poor_fit=detail.get("poor_fit", False),
+                           fit_reason=detail.get("fit_reason"))
                 for art in client.list_artifacts(child.info.run_id, "pictures"):
                     local = Path(client.download_artifacts(child.info.run_id, art.path, tmp))
                     shutil.copy(local, img / f"pair-{i}.png")

@@ -1,0 +1,234 @@
+"""Translation between two DIFFERENT networks' representations, side by side in one run.
+
+Pairs: two classifiers (different architectures and seeds) trained by flowtopo on one base
+dataset (`flowtopo.representations.representation_pair`): scikit-learn's digits, and a synthetic
+hierarchical mixture as a second base. Each method sees the source network's activations on one
+half of the training inputs and the target network's on the other half (unpaired); scores use
+the paired test rows.
+
+Per pair and method: label transfer (a 5-NN classifier fitted on the target's own fit rows,
+applied to the translated test rows), top-1 / top-5 retrieval of the true partner by cosine
+among 500 test rows, mean rank, the mass share of source modes matched to a target mode of the
+same majority class (tree methods), the fit checks (flagged or not), seconds. Supervised
+ceilings are fitted on PAIRED training rows: affine least squares, piecewise affine (k-means
+pieces), a 5-NN regressor. The target's own 5-NN accuracy is the reference of label transfer.
+
+Methods, all unsupervised:
+- ``translate``: `flowtopo.translate.fit_translation` (a FlowAE per side, exact densities,
+  tree matching, piecewise map, decode).
+- ``tree/pca``: the same tree matching and piecewise map on each side's leading principal
+  components (kNN densities; no FlowAE), mapped back through the target's components.
+- ``gw``, ``cluster_qap``, ``identity``: the baselines on the same principal components.
+
+Target (issue 15): unsupervised label transfer >= 0.8x the supervised affine map's on at least
+8 of 10 pairs, correct leaf mass >= 0.9 on those, and no unflagged map below that line.
+
+Run: ``python -m benchmarks.translation [--pairs 10] [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from benchmarks._util import header
+from flowtopo.errors import InputError
+
+HIER = {"n": 3000, "dim": 12, "k": 3, "shape": [[1, 1], [1, 1, 1], [1, 1, 1]], "seed": 3,
+        "standardize": True}
+PAIRS: list[tuple[str, dict[str, Any], str, str, int, int]] = [
+    ("digits", {}, "mlp:64:relu", "mlp:96-32:tanh", 0, 1),
+    ("digits", {}, "mlp:64:relu", "mlp:64:relu", 0, 1),
+    ("digits", {}, "mlp:128:gelu", "mlp:32-32:relu", 2, 3),
+    ("digits", {}, "cnn:8-16:relu", "mlp:64:tanh", 0, 4),
+    ("digits", {}, "mlp:48:tanh", "cnn:8:relu", 5, 6),
+    ("digits", {}, "mlp:256:relu", "mlp:64-64:gelu", 7, 8),
+    ("digits", {}, "cnn:16-32:relu", "cnn:8-8:tanh", 9, 10),
+    ("hierarchical", HIER, "mlp:32:relu", "mlp:48-16:tanh", 0, 1),
+    ("hierarchical", HIER, "mlp:64:gelu", "mlp:32:relu", 2, 3),
+    ("hierarchical", HIER, "mlp:16-16:tanh", "mlp:96:relu", 4, 5),
+]
+K = 6  # latent / principal-component dimension of every unsupervised method
+
+
+@dataclass
+class Row:
+    """One method on one pair."""
+
+    label_transfer: float = float("nan")
+    top1: float = float("nan")
+    top5: float = float("nan")
+    mean_rank: float = float("nan")
+    leaf_mass: float = float("nan")
+    flagged: bool | None = None
+    reason: str = ""
+    seconds: float = 0.0
+    error: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def retrieval(pred: np.ndarray, truth: np.ndarray, rng: np.random.Generator, m: int = 500
+              ) -> tuple[float, float, float]:
+    """Top-1, top-5 and mean rank (1 = best) of the true partner by cosine among m rows."""
+    idx = rng.choice(len(truth), min(m, len(truth)), replace=False)
+    p = pred[idx] / np.maximum(np.linalg.norm(pred[idx], axis=1, keepdims=True), 1e-12)
+    t = truth[idx] / np.maximum(np.linalg.norm(truth[idx], axis=1, keepdims=True), 1e-12)
+    sim = p @ t.T
+    rank = (sim > np.diag(sim)[:, None]).sum(1)
+    return float((rank < 1).mean()), float((rank < 5).mean()), float(rank.mean() + 1)
+
+
+def leaf_mass(res: Any, labels_s: np.ndarray, labels_t: np.ndarray) -> float:
+    """Mass share of source modes matched to a target mode of the same majority class."""
+    ts, tt = res.info["source_tree"], res.info["target_tree"]
+
+    def major(tree: Any, node: int, y: np.ndarray) -> int:
+        return int(np.bincount(y[tree.nodes[node].members]).argmax())
+
+    total = sum(n.mass for n in ts.leaves())
+    ok = sum(ts.nodes[u].mass for u, v in res.node_pairs if ts.nodes[u].is_leaf
+             and major(ts, u, labels_s) == major(tt, v, labels_t))
+    return float(ok / total)
+
+
+def score(row: Row, pred: np.ndarray, pair: Any, clf: Any, rng: np.random.Generator) -> Row:
+    row.label_transfer = float((clf.predict(pred) == pair.labels_test).mean())
+    row.top1, row.top5, row.mean_rank = retrieval(pred, pair.test_target, rng)
+    return row
+
+
+def pca(x: np.ndarray, k: int) -> Any:
+    from sklearn.decomposition import PCA
+
+    return PCA(k, random_state=0).fit(x)
+
+
+def run_pair(pair: Any, seed: int) -> dict[str, Row]:
+    from sklearn.cluster import KMeans
+    from sklearn.neighbors import KNeighborsClassifier, KNeighborsRegressor
+
+    from flowtopo.matching import align, fit_map
+    from flowtopo.matching._transforms import fit_piecewise
+    from flowtopo.translate import fit_translation
+
+    rng = np.random.default_rng(seed)
+    clf = KNeighborsClassifier(5).fit(pair.target, pair.labels_target)
+    rows: dict[str, Row] = {}
+    own = Row(label_transfer=float((clf.predict(pair.test_target) == pair.labels_test).mean()))
+    rows["target's own 5-NN"] = own
+    # supervised ceilings on paired training rows
+    xs, xt = pair.paired_source, pair.paired_target
+    a, b = fit_map("affine", xs, xt)
+    rows["affine (supervised)"] = score(Row(), pair.test_source @ a.T + b, pair, clf, rng)
+    km = KMeans(10, n_init=4, random_state=seed).fit(xs)
+    pw = fit_piecewise(xs, xt, km.labels_, a, b)
+    rows["piecewise (supervised)"] = score(Row(), pw(pair.test_source), pair, clf, rng)
+    knn = KNeighborsRegressor(5).fit(xs, xt)
+    rows["5-NN regressor (supervised)"] = score(Row(), knn.predict(pair.test_source), pair, clf,
+                                                rng)
+    # translate: FlowAE per side, exact densities, tree, piecewise
+    t0 = time.perf_counter()
+    try:
+        tr = fit_translation(pair.source, pair.target)
+        row = score(Row(), tr.transform(pair.test_source), pair, clf, rng)
+        row.flagged, row.reason = tr.poor_fit, tr.fit_reason or ""
+        row.leaf_mass = leaf_mass(tr.alignment, pair.labels_source, pair.labels_target)
+    except InputError as err:
+        row = Row(error=str(err).split(":")[0][:60])
+    row.seconds = time.perf_counter() - t0
+    rows["translate"] = row
+    # the same matching on principal components, and the baselines
+    ps, pt = pca(pair.source, K), pca(pair.target, K)
+    zs, zt = ps.transform(pair.source), pt.transform(pair.target)
+    test_z = ps.transform(pair.test_source)
+    for name, method, opts in (
+            ("tree/pca", "tree", {"transform": "piecewise", "min_persistence": 1.0}),
+            ("gw", "gw", {}), ("cluster_qap", "cluster_qap", {}), ("identity", "identity", {})):
+        t0 = time.perf_counter()
+        try:
+            res = align(zs, zt, method=method, seed=seed, **opts)
+            row = score(Row(), pt.inverse_transform(res.transform(test_z)), pair, clf, rng)
+            row.flagged, row.reason = res.poor_fit, res.fit_reason or ""
+            if method == "tree":
+                row.leaf_mass = leaf_mass(res, pair.labels_source, pair.labels_target)
+        except InputError as err:
+            row = Row(error=str(err).split(":")[0][:60])
+        row.seconds = time.perf_counter() - t0
+        rows[name] = row
+    return rows
+
+
+def fmt(v: float | None) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "FLAGGED" if v else "passes"
+    return "-" if not np.isfinite(v) else f"{v:.3f}" if abs(v) < 10 else f"{v:.1f}"
+
+
+def print_pair(title: str, rows: dict[str, Row]) -> None:
+    print(f"\n### {title}")
+    print("| method | label transfer | top-1 | top-5 | mean rank | correct leaf mass | "
+          "fit check | seconds |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, r in rows.items():
+        check = r.error or (fmt(r.flagged) + (f" ({r.reason})" if r.flagged else ""))
+        print(f"| {name} | {fmt(r.label_transfer)} | {fmt(r.top1)} | {fmt(r.top5)} | "
+              f"{fmt(r.mean_rank)} | {fmt(r.leaf_mass)} | {check} | {r.seconds:.1f} |")
+
+
+def main() -> None:
+    from flowtopo.representations import representation_pair
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", type=int, default=len(PAIRS))
+    ap.add_argument("--quick", action="store_true", help="3 pairs, for a smoke run")
+    args = ap.parse_args()
+    warnings.filterwarnings("ignore")
+    header("translation between two different networks' representations (no paired data)")
+    n = 3 if args.quick else args.pairs
+    summary = []
+    for i, (base, opts, src, tgt, ss, st) in enumerate(PAIRS[:n]):
+        pair = representation_pair(base, src, tgt, seed_source=ss, seed_target=st,
+                                   base_options=opts)
+        rows = run_pair(pair, seed=i)
+        title = (f"{base}: {src} (seed {ss}, acc {pair.info['source']['test_accuracy']:.2f}) -> "
+                 f"{tgt} (seed {st}, acc {pair.info['target']['test_accuracy']:.2f}); "
+                 f"{len(pair.source)} / {len(pair.target)} unpaired fit rows, "
+                 f"{len(pair.test_source)} paired test rows")
+        print_pair(title, rows)
+        summary.append((f"{base} {src} -> {tgt}", rows))
+    print("\n### summary: unsupervised label transfer / supervised affine map's (target >= 0.8x "
+          "with correct leaf mass >= 0.9); 'unflagged below' = a map under the line that no "
+          "check flagged")
+    methods = ["translate", "tree/pca", "gw", "cluster_qap", "identity"]
+    print("| pair | affine (supervised) | " + " | ".join(methods) + " |")
+    print("|---|---|" + "---|" * len(methods))
+    met = {m: 0 for m in methods}
+    unflagged = {m: 0 for m in methods}
+    for title, rows in summary:
+        ceiling = rows["affine (supervised)"].label_transfer
+        cells = []
+        for m in methods:
+            r = rows[m]
+            ratio = r.label_transfer / ceiling
+            ok = bool(ratio >= 0.8 and (np.isnan(r.leaf_mass) or r.leaf_mass >= 0.9))
+            below = not ok and r.flagged is False
+            met[m] += ok and not r.error
+            unflagged[m] += below
+            cells.append(r.error[:20] if r.error else
+                         f"{ratio:.2f}x{' MET' if ok else ''}{' UNFLAGGED' if below else ''}")
+        print(f"| {title} | {ceiling:.3f} | " + " | ".join(cells) + " |")
+    print("| **pairs meeting the target** | | " + " | ".join(
+        f"{met[m]} of {len(summary)}" for m in methods) + " |")
+    print("| **maps below the line, unflagged** | | " + " | ".join(
+        str(unflagged[m]) for m in methods) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,323 @@
+"""Translation between two networks' representations: the data, the map family, the fit checks,
+the `Translation` object and its CLI."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from flowtopo.cli import app
+from flowtopo.data import load_dataset, warped_pair
+from flowtopo.errors import InputError
+from flowtopo.matching import (
+    POOR_FIT_C2ST,
+    TRANSFORMS,
+    LatentSpace,
+    align,
+    c2st_fit_check,
+    fit_map,
+)
+from flowtopo.matching._cues import consensus, cue_candidates, leaf_cues
+from flowtopo.matching._transforms import PiecewiseAffine, fit_piecewise
+from flowtopo.matching._tree_method import leaf_round_trip
+from flowtopo.representations import NetworkSpec, RepresentationPair, representation_pair
+from flowtopo.topology import density_tree
+from flowtopo.translate import TranslateConfig, Translation, check_embeddings, fit_translation
+
+runner = CliRunner()
+
+
+# ---------------------------------------------------------------- representation pairs
+
+
+@pytest.fixture(scope="module")
+def pair() -> RepresentationPair:
+    return representation_pair("digits", "mlp:32:relu", "mlp:48-24:tanh", seed_source=0,
+                               seed_target=1, epochs=15)
+
+
+def test_representation_pair_is_unpaired_for_fitting_and_paired_for_testing(pair):
+    assert pair.source.shape[1] == 32 and pair.target.shape[1] == 24
+    ds = load_dataset("digits")
+    assert len(pair.source) + len(pair.target) == len(ds.x_train)  # the two halves of train
+    assert len(pair.test_source) == len(pair.test_target) == len(pair.labels_test) == len(
+        ds.x_test)
+    assert np.array_equal(pair.labels_test, ds.y_test)
+    assert pair.info["source"]["test_accuracy"] > 0.8 < pair.info["target"]["test_accuracy"]
+    # the two halves hold different inputs: no source row reappears among the target's inputs
+    again = representation_pair("digits", "mlp:32:relu", "mlp:32:relu", seed_source=0,
+                                seed_target=0, epochs=15)
+    assert np.allclose(again.source, pair.source)  # deterministic by seed
+    assert not any(np.isclose(row, again.target, atol=1e-9).all(1).any()
+                   for row in again.source[:50])
+
+
+def test_two_seeds_of_one_architecture_give_different_representations():
+    a = representation_pair("wine", "mlp:16:tanh", "mlp:16:tanh", seed_source=0, seed_target=1,
+                            epochs=5)
+    assert not np.allclose(a.test_source, a.test_target)
+
+
+def test_representation_pair_save_load_round_trip(pair, tmp_path):
+    back = RepresentationPair.load(pair.save(tmp_path / "p"))
+    for name in RepresentationPair.FILES:
+        assert np.array_equal(getattr(back, name), getattr(pair, name))
+    assert back.info == json.loads(json.dumps(pair.info))
+
+
+@pytest.mark.parametrize("spec,err", [
+    ("mlp64relu", "KIND:WIDTHS:ACTIVATION"), ("rnn:8:relu", "unknown kind"),
+    ("mlp:8:swish", "unknown activation"), ("mlp:8-x:relu", "integers"),
+    ("mlp:0:relu", ">= 1"),
+])
+def test_bad_network_specs_are_refused(spec, err):
+    with pytest.raises(InputError, match=err):
+        NetworkSpec.parse(spec)
+
+
+def test_a_cnn_needs_image_shaped_data():
+    with pytest.raises(InputError, match="image-shaped"):
+        representation_pair("wine", "cnn:4:relu", "mlp:8:relu", epochs=1)
+    cnn = representation_pair("digits", "cnn:4:relu", "mlp:8:relu", epochs=2)
+    assert cnn.source.shape[1] == 32  # the dense layer after the convolutions
+
+
+# ---------------------------------------------------------------- the map family (contract)
+
+
+def _affine_pairs(rng, kind):
+    x = rng.normal(size=(400, 3))
+    a = rng.normal(size=(3, 3))
+    if kind == "orthogonal":
+        a = 1.7 * np.linalg.qr(a)[0]
+    b = np.zeros(3) if kind == "linear" else rng.normal(size=3)
+    return x, x @ a.T + b, a, b
+
+
+@pytest.mark.parametrize("kind", [t for t in TRANSFORMS if t != "nonlinear"])
+def test_every_map_family_recovers_a_map_of_its_own_family(kind, rng):
+    x, y, a, b = _affine_pairs(rng, kind)
+    a_hat, b_hat = fit_map(kind, x, y)
+    assert np.allclose(a_hat, a, atol=1e-8) and np.allclose(b_hat, b, atol=1e-8)
+    if kind == "piecewise":  # every piece of an exactly affine relation is that map
+        pw = fit_piecewise(x, y, (x[:, 0] > 0).astype(int), a_hat, b_hat)
+        assert np.allclose(pw(x), y, atol=1e-6)
+
+
+def test_piecewise_carries_two_pieces_that_no_affine_map_can(rng):
+    x = np.r_[rng.normal(size=(500, 2)) * 0.3 + [-4, 0], rng.normal(size=(500, 2)) * 0.3 + [4, 0]]
+    piece = np.r_[np.zeros(500, int), np.ones(500, int)]
+    rot = np.array([[0.0, -1.0], [1.0, 0.0]])
+    y = np.where(piece[:, None] == 0, x @ rot.T + [0, 5], -x + [1, 1])
+    a, b = fit_map("affine", x, y)
+    pw = fit_piecewise(x, y, piece, a, b, shrink=1e-3)
+    affine_err = np.mean((x @ a.T + b - y) ** 2)
+    piece_err = np.mean((pw(x) - y) ** 2)
+    assert piece_err < 0.01 * affine_err and piece_err < 1e-3
+    back = PiecewiseAffine.from_dict(json.loads(json.dumps(pw.to_dict())))
+    assert np.allclose(back(x), pw(x))
+    # far from every piece the global affine map takes over
+    far = np.array([[0.0, 40.0]])
+    assert np.allclose(pw.responsibilities(far)[0, -1], 1.0, atol=1e-6)
+
+
+def test_align_accepts_the_piecewise_family_for_every_method():
+    wp = warped_pair([[1, 1], [1, 1, 1]], 2, seed=0, n=1500, n_test=300)
+    res = align(wp.source, wp.target, method="tree", transform="piecewise", seed=0)
+    assert res.piecewise is not None and res.transform_kind == "piecewise"
+    mapped = res.transform(wp.test_source)
+    assert np.mean((mapped - wp.test_target) ** 2) < 0.05 * np.var(wp.test_target) * 2
+    oracle = align(wp.source, wp.target, method="oracle", transform="piecewise",
+                   pairs=(wp.test_source, wp.test_target))
+    assert oracle.transform(wp.test_source).shape == wp.test_target.shape
+
+
+# ---------------------------------------------------------------- the fit check (contract)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return warped_pair([[1, 1], [1, 1, 1]], 3, seed=0, n=3000, n_test=1000)
+
+
+def test_a_right_map_passes_the_two_sample_check(synthetic):
+    check = c2st_fit_check(synthetic.true_map(synthetic.source), synthetic.target)
+    assert abs(check.excess) < 0.05 and not check.poor
+    assert 0.4 < check.null_mean < 0.6
+
+
+@pytest.mark.parametrize("wrong", ["identity", "shifted", "clusters piled up"])
+def test_a_wrong_map_is_flagged_by_the_two_sample_check(synthetic, wrong):
+    src, tgt = synthetic.source, synthetic.target
+    mapped = synthetic.true_map(src)
+    if wrong == "identity":
+        mapped = src
+    elif wrong == "shifted":
+        mapped = mapped + 2.0 * tgt.std(0)
+    else:  # the right map on half the points, the others piled onto the first half's place
+        far = src[:, 0] > np.median(src[:, 0])
+        mapped[far] += mapped[~far].mean(0) - mapped[far].mean(0)
+    check = c2st_fit_check(mapped, tgt)
+    assert check.poor and check.excess > POOR_FIT_C2ST
+
+
+@pytest.mark.parametrize("method", ["identity", "oracle"])
+def test_every_point_cloud_alignment_carries_a_fit_check(synthetic, method):
+    opts = {"pairs": (synthetic.test_source, synthetic.test_target)} if method == "oracle" else {}
+    res = align(synthetic.source, synthetic.target, method=method, **opts)
+    assert res.fit_kl is None and res.fit_check is not None  # no densities: still checked
+    assert res.poor_fit == (method == "identity")
+    assert (res.fit_reason is None) == (method == "oracle")
+
+
+# ---------------------------------------------------------------- cues and the round trip
+
+
+def test_cue_consensus_ranks_the_true_leaf_correspondence_first(synthetic):
+    ts = density_tree(synthetic.source, synthetic.source_log_prob)
+    tt = density_tree(synthetic.target, synthetic.target_log_prob)
+    cs, ct = leaf_cues(ts, synthetic.source), leaf_cues(tt, synthetic.target)
+    # the truth: the target leaf whose centroid is nearest the mapped source centroid
+    mapped = synthetic.true_map(np.array([ts.nodes[u].centroid for u in cs.leaves]))
+    tc = np.array([tt.nodes[v].centroid for v in ct.leaves])
+    truth = sorted((u, ct.leaves[int(np.argmin(np.linalg.norm(tc - m, axis=1)))])
+                   for u, m in zip(cs.leaves, mapped, strict=True))
+    cands = cue_candidates(cs, ct, restarts=8)
+    assert sorted(cands[0][1]) == truth
+    assert consensus(cs, ct, truth) > 0.9 > consensus(cs, ct, [(u, v) for (u, _), (_, v) in zip(
+        truth, truth[1:] + truth[:1], strict=True)])
+
+
+def test_leaf_round_trip_measures_agreement_of_the_two_directions(synthetic):
+    ts = density_tree(synthetic.source, synthetic.source_log_prob)
+    leaves = [n.id for n in ts.leaves()]
+    fwd = [(0, 0)] + [(u, 100 + i) for i, u in enumerate(leaves)]
+    assert leaf_round_trip(ts, fwd, [(v, u) for u, v in fwd]) == 1.0
+    swapped = [(100, leaves[1]), (101, leaves[0])] + [(100 + i, u) for i, u in
+                                                       enumerate(leaves) if i > 1]
+    share = ts.nodes[leaves[0]].mass + ts.nodes[leaves[1]].mass
+    assert leaf_round_trip(ts, fwd, swapped) == pytest.approx(1 - share / sum(
+        ts.nodes[u].mass for u in leaves))
+
+
+def test_a_tree_alignment_of_a_right_pair_round_trips_and_passes(synthetic):
+    s = LatentSpace(synthetic.source, synthetic.source_log_prob)
+    t = LatentSpace(synthetic.target, synthetic.target_log_prob)
+    res = align(s, t, method="tree", seed=0)
+    assert res.round_trip == 1.0 and not res.poor_fit, res.fit_reason
+
+
+# ---------------------------------------------------------------- Translation
+
+
+FAST = TranslateConfig(k=3, pca=8, min_persistence=0.5)
+FLOWAE = TranslateConfig(encoder="flowae", k=3, pca=8, epochs=20, density="knn",
+                         min_persistence=0.5)
+
+
+@pytest.fixture(scope="module", params=["pca", "flowae"])
+def translation(pair, request):
+    return fit_translation(pair.source, pair.target, FAST if request.param == "pca" else FLOWAE)
+
+
+def test_translation_maps_embeddings_into_the_target_space(translation, pair):
+    y = translation.transform(pair.test_source)
+    assert y.shape == pair.test_target.shape and np.isfinite(y).all()
+    z = translation.transform_latents(translation.source.encode(pair.test_source))
+    assert z.shape == (len(pair.test_source), 3)
+    summ = translation.summary()
+    assert summ["source_dim"] == 32 and summ["target_dim"] == 24
+    assert summ["poor_fit"] == translation.poor_fit == (translation.fit_reason is not None)
+    assert summ["fit_check"] is not None and summ["round_trip"] is not None
+    assert len(translation.leaf_correspondence) >= 4  # k + 1 modes fix a 3-dim map
+
+
+def test_translation_save_load_round_trip(translation, pair, tmp_path):
+    back = Translation.load(translation.save(tmp_path / "tr"))
+    assert np.allclose(back.transform(pair.test_source), translation.transform(pair.test_source),
+                       atol=1e-5)
+    assert back.poor_fit == translation.poor_fit and back.fit_kl == translation.fit_kl
+    assert back.leaf_correspondence == translation.leaf_correspondence
+
+
+def test_translation_refuses_bad_embeddings(translation, pair):
+    with pytest.raises(InputError, match=r"shape \(n, 32\)"):
+        translation.transform(pair.test_target)
+    bad = pair.test_source.copy()
+    bad[3, 1] = np.nan
+    with pytest.raises(InputError, match="NaN"):
+        translation.transform(bad)
+    with pytest.raises(InputError, match="rows"):
+        check_embeddings(pair.source[:10], "source")
+    with pytest.raises(InputError, match="real numbers"):
+        check_embeddings(pair.source.astype(complex), "source")
+    with pytest.raises(InputError, match="k=9"):
+        fit_translation(pair.source, pair.target, TranslateConfig(k=9, pca=8))
+
+
+
+def test_only_a_flowae_side_has_an_exact_density(translation, pair):
+    if translation.source.model is None:  # the linear encoder: points only
+        with pytest.raises(InputError, match="no exact density"):
+            translation.source.space(pair.source, exact=True)
+    else:
+        space = translation.source.space(pair.source, exact=True)
+        assert callable(space.log_density)
+        assert np.isfinite(space.log_density(space.points[:10])).all()
+
+
+# ---------------------------------------------------------------- CLI end to end
+
+
+def test_cli_pair_fit_apply_end_to_end(tmp_path):
+    d = tmp_path / "pair"
+    res = runner.invoke(app, ["data", "pair", "digits", "--out", str(d), "--source",
+                              "mlp:32:relu", "--target", "mlp:24:tanh", "--epochs", "15"],
+                        terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert "test accuracy" in res.output
+    res = runner.invoke(app, ["translate", "fit", "--source", str(d / "source.npy"), "--target",
+                              str(d / "target.npy"), "--out", str(tmp_path / "tr"), "--k", "3",
+                              "--pca", "8", "--min-persistence", "0.5", "--json"])
+    assert res.exit_code == 0, res.output
+    summ = json.loads(res.stdout[res.stdout.index("{"):])
+    assert summ["source_dim"] == 32 and summ["target_dim"] == 24 and "poor_fit" in summ
+    out = tmp_path / "hat.npy"
+    res = runner.invoke(app, ["translate", "apply", str(tmp_path / "tr"),
+                              str(d / "test_source.npy"), "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    assert np.load(out).shape == np.load(d / "test_target.npy").shape
+    again = subprocess.run([sys.executable, "-m", "flowtopo.cli", "translate", "apply",
+                            str(tmp_path / "tr"), str(d / "test_source.npy"), "--out", str(out)],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 2 and "--overwrite" in again.stderr
+    assert len(again.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("problem", ["mismatched dims", "nan", "few rows", "complex"])
+def test_cli_translate_bad_input_is_one_line_exit_2(tmp_path, pair, problem):
+    src, tgt = pair.source, pair.target
+    if problem == "nan":
+        src = src.copy()
+        src[0, 0] = np.nan
+    elif problem == "few rows":
+        src = src[:20]
+    elif problem == "complex":
+        src = src.astype(complex)
+    np.save(tmp_path / "s.npy", src)
+    np.save(tmp_path / "t.npy", tgt)
+    if problem == "mismatched dims":  # apply a fitted translation to the wrong side's rows
+        folder = tmp_path / "tr"
+        fit_translation(pair.source, pair.target, FAST).save(folder)
+        args = ["translate", "apply", str(folder), str(tmp_path / "t.npy"), "--out",
+                str(tmp_path / "o.npy")]
+    else:
+        args = ["translate", "fit", "--source", str(tmp_path / "s.npy"), "--target",
+                str(tmp_path / "t.npy"), "--out", str(tmp_path / "o")]
+    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", *args], capture_output=True,
+                         text=True, timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
