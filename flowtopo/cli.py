@@ -272,13 +272,24 @@ def priors_best(
     by: Annotated[str, typer.Option(help="Group by family or dataset.")] = "family",
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
+    reproducibility: Annotated[bool, typer.Option(
+        "--reproducibility", help="Also measure each group's tree reproducibility across its "
+        "runs (leaf ARI, symmetric KL; recorded in MLflow) and rank groups by fit AND "
+        "reproducibility.")] = False,
 ) -> None:
     """Rank a sweep's prior families by held-out fit (finished runs only)."""
-    from flowtopo.pipeline.best import SHOWN, best_priors
+    from flowtopo.pipeline.best import SHOWN, best_priors, measure_reproducibility, rank_families
 
     rows = best_priors(experiment, tracking_uri=tracking_uri, metric=metric, top=top, by=by)
+    if not rows:
+        raise InputError(f"experiment {experiment!r} has no finished trial runs with metric "
+                         f"{metric!r}")
+    families = None
+    if reproducibility:
+        rows = measure_reproducibility(rows, tracking_uri=tracking_uri)
+        families = rank_families(rows, metric)
     if as_json:
-        print_json(rows)
+        print_json(rows if families is None else {"runs": rows, "groups": families})
         return
     table = Table(by, "rank", *SHOWN, "seed", title=f"best priors in {experiment!r} "
                   f"(ranked by {metric}, lower is better)")
@@ -288,6 +299,15 @@ def priors_best(
                                                          else "-" for m in SHOWN),
                       str(r["seed"]), r["run_id"])
     console.print(table)
+    if families is not None:
+        ranked = Table(by, "runs", f"mean {metric}", "leaf ARI across seeds",
+                       "sym KL (nats/dim)", title="ranked by fit AND reproducibility (a tree "
+                       "that changes with the seed is not the data's)")
+        for f in families:
+            ranked.add_row(str(f["group"]), str(f["runs"]), f"{f['fit']:.4f}",
+                           "-" if f["leaf_ari"] != f["leaf_ari"] else f"{f['leaf_ari']:.3f}",
+                           "-" if f["sym_kl"] != f["sym_kl"] else f"{f['sym_kl']:.3f}")
+        console.print(ranked)
 
 
 @app.command("match")

@@ -38,7 +38,10 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     k: int = Field(2, ge=1, description="Latent dimension.")
-    noise_std: float = Field(0.5, gt=0)
+    noise_std: float = Field(0.5, gt=0, description="σ of the noise dims (its start when "
+                             "learned).")
+    learn_noise: bool = Field(True, description="Train σ: a constant-Jacobian scale, so the "
+                              "density stays exact and the tree unchanged.")
     flow: Named = Field(default_factory=lambda: Named(name="coupling"))
     prior: Named = Field(default_factory=lambda: Named(name="gmm"))
 

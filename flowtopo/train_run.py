@@ -29,7 +29,7 @@ def build_model(spec: ModelSpec, dim: int, seed: int) -> FlowAE:
     """A fresh `FlowAE` for data dimension ``dim``, initialised with ``seed``."""
     torch.manual_seed(seed)
     return FlowAE.from_config({
-        "dim": dim, "k": spec.k, "noise_std": spec.noise_std,
+        "dim": dim, "k": spec.k, "noise_std": spec.noise_std, "learn_noise": spec.learn_noise,
         "flow": spec.flow.model_dump(), "prior": spec.prior.model_dump(),
     })
 

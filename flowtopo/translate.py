@@ -34,7 +34,7 @@ trust it; `NotIdentifiable` is raised when the densities cannot fix the map at a
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +44,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from flowtopo.errors import InputError
 
 MAP_FILE, SIDE_FILE = "map.json", "side.json"
+K_SEARCH = (8, 6, 4)
+"""Latent dims tried, largest first, when ``k`` is None (pca encoder): the first whose map
+passes every fit check wins. Which k carries the correspondence differs between network pairs
+(measured on 8 digits pairs: 5 of 8 at k = 6 alone, 7 of 8 with the search; docs/method.md)."""
+FLOWAE_K = 6
+"""The latent dim of a flowae side when ``k`` is None (each k would train new FlowAEs)."""
 
 
 class PriorChoice(BaseModel):
@@ -58,7 +64,8 @@ class TranslateConfig(BaseModel):
     """How `fit_translation` fits each side and the map (``flowtopo translate fit`` options)."""
 
     model_config = ConfigDict(extra="forbid")
-    k: int = Field(6, ge=1, description="Latent dimension of each side's FlowAE.")
+    k: int | None = Field(None, ge=1, description="Latent dimension of each side. None: "
+                          "searched (see `K_SEARCH`) with the pca encoder, 6 with flowae.")
     pca: int | None = Field(16, ge=1, description="Principal components kept per side "
                             "before the FlowAE (None: all dims).")
     priors: list[PriorChoice] = Field(
@@ -255,6 +262,8 @@ def fit_side(x: np.ndarray, cfg: TranslateConfig, *, what: str = "embeddings") -
     from flowtopo.train import TrainConfig, train
 
     x = check_embeddings(x, what)
+    if cfg.k is None:
+        raise InputError("fit_side needs an explicit k (fit_translation searches it)")
     std = isotropic_scaler(x)
     xs = std.transform(x)
     mean, comps, var = _pca(xs, cfg.pca)
@@ -278,7 +287,8 @@ def fit_side(x: np.ndarray, cfg: TranslateConfig, *, what: str = "embeddings") -
 
         torch.manual_seed(cfg.seed)
         model = FlowAE.from_config({
-            "dim": p, "k": cfg.k, "noise_std": noise_std, "flow": cfg.flow.model_dump(),
+            "dim": p, "k": cfg.k, "noise_std": noise_std, "learn_noise": True,
+            "flow": cfg.flow.model_dump(),
             "prior": prior.model_dump()})
         res = train(model, u.astype(np.float32), None, tcfg)
         nll = float(res.best["val_nll"])
@@ -301,7 +311,8 @@ class Translation:
         target: the target side (latent -> embedding).
         alignment: the latent map (`flowtopo.matching.AlignResult`: matrix, offset,
             piecewise part, matched nodes, fit checks).
-        config: the `TranslateConfig` it was fitted with.
+        config: the `TranslateConfig` it was fitted with (``k`` the one chosen).
+        search: each latent dim tried (`K_SEARCH`): whether its map passed, and why not.
 
     """
 
@@ -309,6 +320,7 @@ class Translation:
     target: Side
     alignment: Any
     config: TranslateConfig
+    search: list[dict[str, Any]] = field(default_factory=list)
 
     def transform_latents(self, z: np.ndarray) -> np.ndarray:
         """Source latents (n, k_s) -> target latents (n, k_t)."""
@@ -360,6 +372,7 @@ class Translation:
             "fit_kl": a.fit_kl, "round_trip": a.round_trip,
             "fit_check": a.fit_check.to_dict() if a.fit_check is not None else None,
             "ambiguous": a.ambiguous, "poor_fit": self.poor_fit, "fit_reason": self.fit_reason,
+            "k_search": self.search,
         }
 
     def save(self, out: str | Path) -> Path:
@@ -409,7 +422,8 @@ class Translation:
             cfg = TranslateConfig.model_validate(doc["config"])
         except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
             raise InputError(f"{p / MAP_FILE}: unreadable translation ({err})") from None
-        return cls(Side.load(p / "source"), Side.load(p / "target"), alignment, cfg)
+        return cls(Side.load(p / "source"), Side.load(p / "target"), alignment, cfg,
+                   summ.get("k_search", []))
 
 
 def fit_translation(source: np.ndarray, target: np.ndarray, cfg: TranslateConfig | None = None,
@@ -424,24 +438,58 @@ def fit_translation(source: np.ndarray, target: np.ndarray, cfg: TranslateConfig
         source_side: an already trained side (e.g. `Side.load`), instead of training one.
         target_side: likewise for the target.
 
+    With ``cfg.k`` None (the pca encoder) each latent dim of `K_SEARCH` is tried, largest
+    first, and the first map that passes every fit check is returned; when none passes, the
+    first identifiable one is returned, flagged. ``Translation.search`` records each try.
+
     Raises:
-        InputError: bad embeddings or options; `flowtopo.matching.NotIdentifiable` when the
-            densities do not have enough matched modes in general position to fix the map.
+        InputError: bad embeddings or options; `flowtopo.matching.NotIdentifiable` when at no
+            k the densities have enough matched modes in general position to fix the map.
 
     """
-    from flowtopo.matching import TRANSFORMS, align
+    from flowtopo.matching import TRANSFORMS, NotIdentifiable, align
 
     cfg = cfg or TranslateConfig()
     if cfg.transform not in TRANSFORMS:
         raise InputError(f"unknown transform {cfg.transform!r}; valid: {', '.join(TRANSFORMS)}")
     xs = check_embeddings(source, "source")
     xt = check_embeddings(target, "target")
-    s = source_side or fit_side(xs, cfg, what="source")
-    t = target_side or fit_side(xt, cfg, what="target")
+    if source_side is not None or target_side is not None:
+        given = (source_side or target_side).k  # type: ignore[union-attr]
+        ks = [cfg.k or given]
+    elif cfg.k is not None:
+        ks = [cfg.k]
+    else:
+        room = min(xs.shape[1], xt.shape[1], cfg.pca or xs.shape[1])
+        ks = [k for k in (K_SEARCH if cfg.encoder == "pca" else (FLOWAE_K,)) if k <= room]
+        if not ks:
+            raise InputError(f"the embeddings keep only {room} dims; give an explicit k < "
+                             f"{min(K_SEARCH)}")
     exact = cfg.encoder == "flowae" and cfg.density == "exact"
-    res = align(s.space(xs, exact=exact), t.space(xt, exact=exact), method="tree",
-                transform=cfg.transform, seed=cfg.seed, min_persistence=cfg.min_persistence)
-    return Translation(s, t, res, cfg)
+    tried: list[dict[str, Any]] = []
+    fallback: Translation | None = None
+    refusal: NotIdentifiable | None = None
+    for k in ks:
+        c = cfg.model_copy(update={"k": k})
+        try:
+            s = source_side or fit_side(xs, c, what="source")
+            t = target_side or fit_side(xt, c, what="target")
+            res = align(s.space(xs, exact=exact), t.space(xt, exact=exact), method="tree",
+                        transform=c.transform, seed=c.seed, min_persistence=c.min_persistence)
+        except NotIdentifiable as err:
+            refusal = err
+            tried.append({"k": k, "passed": False, "reason": str(err)})
+            continue
+        tried.append({"k": k, "passed": not res.poor_fit, "reason": res.fit_reason})
+        tr = Translation(s, t, res, c, tried)
+        if not res.poor_fit:
+            return tr
+        fallback = fallback or tr
+    if fallback is None:
+        assert refusal is not None
+        raise refusal
+    fallback.search = tried  # every k flagged: the largest identifiable one, flagged
+    return fallback
 
 
 __all__ = [

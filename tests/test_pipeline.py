@@ -317,3 +317,70 @@ def test_exemplars_are_an_image_grid_for_image_data(tmp_path, dim, image):
         assert (width, height) == (8 * 110, round(2.4 * 110))
     else:  # one panel of feature profiles
         assert (width, height) == (round(4.5 * 110), round(4.5 * 110))
+
+
+def test_priors_best_ranks_by_fit_and_reproducibility_and_records_it(swept):
+    res = cli("priors", "best", "--experiment", "pipe", "--tracking-uri", swept["uri"],
+              "--top", "2", "--reproducibility", "--json")
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = json.loads(res.stdout)
+    assert {g["group"] for g in out["groups"]} == {"gmm", "gaussian"}
+    for g in out["groups"]:
+        assert g["runs"] == 2 and -1.0 <= g["leaf_ari"] <= 1.0 and np.isfinite(g["sym_kl"])
+    for row in out["runs"]:  # recorded on each run in MLflow
+        metrics = swept["client"].get_run(row["run_id"]).data.metrics
+        assert metrics["repro_leaf_ari"] == pytest.approx(row["repro_leaf_ari"])
+        assert metrics["repro_sym_kl"] == pytest.approx(row["repro_sym_kl"])
+    # a single Gaussian has one mode in every seed: its leaf partition reproduces exactly
+    gauss = next(g for g in out["groups"] if g["group"] == "gaussian")
+    assert gauss["leaf_ari"] == pytest.approx(1.0)
+
+
+def test_match_across_experiments_aligns_models_of_different_data(swept, tmp_path):
+    """Two sweeps on different data (the second a rotated copy of the first's points): the
+    cross-experiment match aligns both directions and scores them on paired test files."""
+    import mlflow
+
+    from flowtopo.data import load_dataset
+    from flowtopo.sweep.runner import run_sweep
+
+    ds = load_dataset(SWEEP["dataset"]["name"], **SWEEP["dataset"]["options"])
+    raw_train = ds.standardizer.inverse(ds.x_train)
+    raw_test = ds.standardizer.inverse(ds.x_test)
+    rot = np.linalg.qr(np.random.default_rng(0).normal(size=(6, 6)))[0]
+    np.savez(tmp_path / "other.npz", x=raw_train @ rot.T, y=ds.y_train)
+    np.save(tmp_path / "test_source.npy", raw_test)
+    np.save(tmp_path / "test_target.npy", raw_test @ rot.T)
+    np.save(tmp_path / "test_labels.npy", ds.y_test)
+    other = {**SWEEP, "name": "other", "dataset": {"name": str(tmp_path / "other.npz")},
+             "search": {"priors": {"gmm": {"components": 8, "spread": 3.0, "scale": 0.5}},
+                        "lr": [0.003, 0.003], "batch_size": [256]},
+             "seeds": 1, "num_samples": 1,
+             "mlflow": {"experiment": "other", "tracking_uri": swept["uri"]}}
+    run_sweep(SweepSpec.model_validate(other), storage_path=tmp_path / "ray")
+    src = next(r.info.run_id for r in swept["trials"] if r.data.tags["family"] == "gmm")
+    out = tmp_path / "cross.json"
+    res = cli("match", "--source", f"pipe:{src}", "--target", "other", "--tracking-uri",
+              swept["uri"], "--test-source", str(tmp_path / "test_source.npy"),
+              "--test-target", str(tmp_path / "test_target.npy"), "--test-labels",
+              str(tmp_path / "test_labels.npy"), "--json-out", str(out))
+    assert res.returncode == 0, res.stderr[-3000:]
+    summary = json.loads(out.read_text())
+    assert len(summary["pairs"]) == 2  # both directions
+    assert summary["dataset"]["source"]["name"] == "hierarchical"
+    assert summary["dataset"]["target"]["name"].endswith("other.npz")
+    for pair in summary["pairs"]:
+        assert "oracle" in pair["scores"]  # paired test files: scored
+        assert pair["scores"]["oracle"]["r2"] > 0.5
+        assert "error" in pair or "fit_check" in pair
+    parent = mlflow.MlflowClient(swept["uri"]).get_run(summary["parent_run_id"])
+    assert parent.data.tags["cross"] == "true"
+    assert parent.data.tags["source_experiment"] == "pipe"
+    assert parent.data.tags["target_experiment"] == "other"
+    # bad combinations of options are one line, exit 2
+    bad = cli("match", "--source", f"pipe:{src}", "--experiment", "pipe", "--tracking-uri",
+              swept["uri"])
+    assert bad.returncode == 2 and "either --experiment" in bad.stderr
+    half = cli("match", "--source", f"pipe:{src}", "--target", "other", "--tracking-uri",
+               swept["uri"], "--test-source", str(tmp_path / "test_source.npy"))
+    assert half.returncode == 2 and "go together" in half.stderr

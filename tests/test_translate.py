@@ -235,6 +235,20 @@ def test_translation_maps_embeddings_into_the_target_space(translation, pair):
     assert len(translation.leaf_correspondence) >= 4  # k + 1 modes fix a 3-dim map
 
 
+def test_the_latent_dim_search_keeps_the_first_map_that_passes(pair):
+    from flowtopo.translate import K_SEARCH
+
+    tr = fit_translation(pair.source, pair.target, TranslateConfig(min_persistence=0.5))
+    tried = tr.search
+    assert [t["k"] for t in tried] == list(K_SEARCH[: len(tried)])  # largest first, in order
+    if not tr.poor_fit:  # every earlier k failed a check (or was not identifiable)
+        assert tr.config.k == tr.source.k == tried[-1]["k"]
+        assert all(not t["passed"] and t["reason"] for t in tried[:-1]) and tried[-1]["passed"]
+    else:  # none passed: the whole search is recorded, the result is flagged
+        assert len(tried) == len(K_SEARCH) and not any(t["passed"] for t in tried)
+    assert tr.summary()["k_search"] == tried
+
+
 def test_translation_save_load_round_trip(translation, pair, tmp_path):
     back = Translation.load(translation.save(tmp_path / "tr"))
     assert np.allclose(back.transform(pair.test_source), translation.transform(pair.test_source),

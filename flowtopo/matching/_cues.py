@@ -5,8 +5,9 @@ clusters reliably (measured on held-out pairs of classifiers' hidden layers: raw
 distances 12-75 % of clusters right, border counts 0-100 %). What does is several scale-free
 separations compared by rank, each computed from one density tree's leaves alone:
 
-- ``whitened``: centroid distances after whitening the whole space (an affine relation between
-  the spaces becomes an orthogonal one, which keeps distances).
+- ``euclidean``: centroid distances. Not invariant under an anisotropic rescaling, but between
+  two networks' principal axes it was the most reliable single cue.
+- ``spread``: centroid distance in units of the two clusters' root-mean-square spreads.
 - ``mahalanobis``: centroid distance in the metric of the two clusters' pooled covariance.
 - ``projected``: centroid distance in units of the two clusters' spreads along the line that
   joins them.
@@ -18,10 +19,11 @@ Each matrix is rank-transformed (its off-diagonal entries replaced by their quan
 the ORDER of separations is compared: a cue whose scale differs between the spaces still votes.
 `cue_candidates` runs scipy's quadratic assignment (FAQ; Vogelstein et al., PLoS ONE 2015) on
 every cue with several restarts, pools the distinct assignments, and `consensus` scores an
-assignment by the mean Spearman correlation, over all cues and the leaf masses, between the two
-sides' matched entries. Pooling candidates across cues and then voting was measured to recover
-the best reachable correspondence on every one of five network pairs on digits, where each cue
-alone failed on some (docs/method.md).
+assignment by the mean Spearman correlation, over all cues, between the two sides' matched
+entries. Pooling candidates across cues and then voting recovered the best reachable
+correspondence on five network pairs on digits where each cue alone failed on some; whitened
+distances and leaf masses were tried as cues and dropped: both lowered the vote (basin masses
+of kNN densities are noisy; whitening amplifies the low-variance axes).
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ from scipy.stats import rankdata, spearmanr
 from flowtopo.topology import DensityTree
 
 CUES = ("euclidean", "spread", "mahalanobis", "projected", "merge")
-USE_MASS = False
 
 
 @dataclass
@@ -43,13 +44,11 @@ class LeafCues:
 
     Attributes:
         leaves: (c,) leaf node ids.
-        mass: (c,) leaf masses.
         matrices: cue name -> (c, c) quantile-ranked separations (0 on the diagonal).
 
     """
 
     leaves: list[int]
-    mass: np.ndarray
     matrices: dict[str, np.ndarray]
 
 
@@ -91,10 +90,7 @@ def leaf_cues(tree: DensityTree, points: np.ndarray) -> LeafCues:
     ridge = 1e-6 * np.trace(np.atleast_2d(np.cov(points, rowvar=False))) / k
     cov = np.array([np.atleast_2d(tree.nodes[u].covariance) + ridge * np.eye(k)
                     for u in leaves])
-    evals, evecs = np.linalg.eigh(np.atleast_2d(np.cov(points, rowvar=False)))
-    white = mu @ evecs / np.sqrt(np.maximum(evals, 1e-12))
     c = len(leaves)
-    whitened = np.linalg.norm(white[:, None] - white[None], axis=-1)
     maha, proj = np.zeros((c, c)), np.zeros((c, c))
     for i in range(c):
         for j in range(i + 1, c):
@@ -104,18 +100,16 @@ def leaf_cues(tree: DensityTree, points: np.ndarray) -> LeafCues:
             u = diff / max(float(np.linalg.norm(diff)), 1e-300)
             spread = 0.5 * (u @ cov[i] @ u + u @ cov[j] @ u)
             proj[i, j] = proj[j, i] = float(np.linalg.norm(diff) / np.sqrt(max(spread, 1e-300)))
-    spread = np.sqrt(np.trace(cov, axis1=1, axis2=2) / k)
-    raw = {"whitened": whitened, "mahalanobis": maha, "projected": proj,
-           "merge": _merge_drop(tree, leaves),
-           "euclidean": np.linalg.norm(mu[:, None] - mu[None], axis=-1),
-           "spread": np.linalg.norm(mu[:, None] - mu[None], axis=-1) / np.sqrt(
-               0.5 * (spread[:, None] ** 2 + spread[None] ** 2))}
-    return LeafCues(leaves, np.array([tree.nodes[u].mass for u in leaves]),
-                    {name: _rank(m) for name, m in raw.items()})
+    rms = np.sqrt(np.trace(cov, axis1=1, axis2=2) / k)
+    dist = np.linalg.norm(mu[:, None] - mu[None], axis=-1)
+    raw = {"euclidean": dist,
+           "spread": dist / np.sqrt(0.5 * (rms[:, None] ** 2 + rms[None] ** 2)),
+           "mahalanobis": maha, "projected": proj, "merge": _merge_drop(tree, leaves)}
+    return LeafCues(leaves, {name: _rank(raw[name]) for name in CUES})
 
 
 def consensus(cs: LeafCues, ct: LeafCues, pairs: list[tuple[int, int]]) -> float:
-    """Mean Spearman correlation over cues (and masses) of the matched leaves' entries.
+    """Mean Spearman correlation over cues of the matched leaves' entries.
 
     Args:
         cs: the source's cues.
@@ -140,8 +134,6 @@ def consensus(cs: LeafCues, ct: LeafCues, pairs: list[tuple[int, int]]) -> float
         b = ct.matrices[name][np.ix_(j, j)][iu]
         if np.ptp(a) > 0 and np.ptp(b) > 0:
             scores.append(float(spearmanr(a, b).statistic))
-    if USE_MASS and np.ptp(cs.mass[i]) > 0 and np.ptp(ct.mass[j]) > 0:
-        scores.append(float(spearmanr(cs.mass[i], ct.mass[j]).statistic))
     return float(np.mean(scores)) if scores else float("nan")
 
 

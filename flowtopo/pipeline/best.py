@@ -62,3 +62,84 @@ def best_priors(experiment: str, *, tracking_uri: str | None = None,
     best_of = {g: rows[0][metric] for g, rows in groups.items()}
     order = sorted(groups, key=lambda g: best_of[g], reverse=not ascending)
     return [row for g in order for row in groups[g]]
+
+
+def measure_reproducibility(rows: list[dict[str, Any]], *, tracking_uri: str | None = None,
+                            max_inputs: int = 1000, seed: int = 0) -> list[dict[str, Any]]:
+    """Add each run's tree reproducibility against the other runs of its group, and record it.
+
+    For every group with at least two runs (seeds), the checkpoints are loaded
+    (``weights_only``), each pair is compared on the same held-out inputs
+    (`flowtopo.pipeline.reproducibility.tree_reproducibility`), and every run gets the mean
+    over its partners as ``repro_leaf_ari`` and ``repro_sym_kl``: in the rows returned, and
+    logged to its MLflow run. Groups of one run get None.
+    """
+    import tempfile
+    from pathlib import Path
+
+    import mlflow
+
+    from flowtopo.checkpoint import load_checkpoint
+    from flowtopo.data import load_dataset
+    from flowtopo.pipeline.match import fetch_checkpoint
+    from flowtopo.pipeline.reproducibility import pairwise_reproducibility
+    from flowtopo.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    client = mlflow.MlflowClient(uri)
+    out = [{**r, "repro_leaf_ari": None, "repro_sym_kl": None} for r in rows]
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in out:
+        groups.setdefault(r["group"], []).append(r)
+    with tempfile.TemporaryDirectory() as tmp:
+        for members in groups.values():
+            if len(members) < 2:
+                continue
+            ckpts = {}
+            for r in members:
+                fetch_checkpoint(uri, r["run_id"], Path(tmp) / r["run_id"])
+                ckpts[r["run_id"]] = load_checkpoint(Path(tmp) / r["run_id"] / "checkpoint")
+            datasets = {repr(c.config.get("dataset")) for c in ckpts.values()}
+            if len(datasets) > 1:  # e.g. --by dataset over a sweep of one family: skip
+                continue
+            spec = next(iter(ckpts.values())).config["dataset"]
+            ds = load_dataset(spec["name"], **spec.get("options", {}))
+            scores = pairwise_reproducibility({rid: c.model for rid, c in ckpts.items()},
+                                              ds.x_test[:max_inputs], seed=seed)
+            for r in members:
+                r.update(scores[r["run_id"]])
+                for key, value in scores[r["run_id"]].items():
+                    client.log_metric(r["run_id"], key, value)
+    return out
+
+
+def rank_families(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
+    """One row per group, ranked by fit AND reproducibility.
+
+    ``fit``: the group's mean ``metric`` (lower is better); ``leaf_ari`` and ``sym_kl``: its
+    runs' mean reproducibility (`measure_reproducibility`). ``score`` = rank by fit + rank by
+    leaf ARI (higher is better); groups without a reproducibility measure rank last on it.
+    A tree that changes with the seed is not the data's: a family that fits well but does not
+    reproduce is no better than one that reproduces and fits slightly worse.
+    """
+    from scipy.stats import rankdata
+
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault(r["group"], []).append(r)
+
+    def mean(vals: list[Any]) -> float:
+        vals = [v for v in vals if v is not None]
+        return float(sum(vals) / len(vals)) if vals else float("nan")
+
+    fam = [{"group": g, "runs": len(rs), "fit": mean([r[metric] for r in rs]),
+            "leaf_ari": mean([r.get("repro_leaf_ari") for r in rs]),
+            "sym_kl": mean([r.get("repro_sym_kl") for r in rs])} for g, rs in groups.items()]
+    if not fam:
+        return []
+    fit_rank = rankdata([f["fit"] for f in fam])
+    ari = [f["leaf_ari"] if f["leaf_ari"] == f["leaf_ari"] else -2.0 for f in fam]
+    ari_rank = rankdata([-a for a in ari])
+    for f, a, b in zip(fam, fit_rank, ari_rank, strict=True):
+        f["score"] = float(a + b)
+    return sorted(fam, key=lambda f: (f["score"], f["fit"]))
