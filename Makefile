@@ -34,6 +34,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.flows
 	$(BIN)/python -m benchmarks.topology
 	$(BIN)/python -m benchmarks.alignment
+	$(BIN)/python -m benchmarks.translation
 
 clean:
 	rm -rf $(VENV) flowtopo-runs .pytest_cache

@@ -42,6 +42,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowtopo.errors import InputError
+from flowtopo.specs import Named
 
 MAP_FILE, SIDE_FILE = "map.json", "side.json"
 K_SEARCH = (8, 6, 4)
@@ -52,14 +53,6 @@ FLOWAE_K = 6
 """The latent dim of a flowae side when ``k`` is None (each k would train new FlowAEs)."""
 
 
-class PriorChoice(BaseModel):
-    """One prior tried by the search: a registry name and its parameters."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
 class TranslateConfig(BaseModel):
     """How `fit_translation` fits each side and the map (``flowtopo translate fit`` options)."""
 
@@ -68,11 +61,11 @@ class TranslateConfig(BaseModel):
                           "searched (see `K_SEARCH`) with the pca encoder, 6 with flowae.")
     pca: int | None = Field(16, ge=1, description="Principal components kept per side "
                             "before the FlowAE (None: all dims).")
-    priors: list[PriorChoice] = Field(
-        default_factory=lambda: [PriorChoice(name="gmm", params={
+    priors: list[Named] = Field(
+        default_factory=lambda: [Named(name="gmm", params={
             "components": 20, "scale": 0.3, "spread": 2.0})],
         min_length=1, description="Priors tried per side; the best held-out NLL wins.")
-    flow: PriorChoice = Field(default_factory=lambda: PriorChoice(name="coupling"),
+    flow: Named = Field(default_factory=lambda: Named(name="coupling"),
                               description="The volume-preserving flow of each FlowAE.")
     epochs: int = Field(250, ge=1)
     lr: float = Field(3e-3, gt=0)
@@ -87,8 +80,9 @@ class TranslateConfig(BaseModel):
         "pca", description="Each side's encoder: the linear volume-preserving one (principal "
         "axes) or a trained flow auto-encoder.")
     density: Literal["exact", "knn"] = Field(
-        "exact", description="flowae only: the density whose tree is matched, each FlowAE's "
-        "exact prior density or a kNN estimate on its codes (no fit KL then).")
+        "exact", description="With FlowAE sides: the density whose tree is matched, each "
+        "FlowAE's exact density or a kNN estimate on its codes (no fit KL then). The pca "
+        "encoder always uses the kNN estimate.")
     seed: int = 0
     device: str = "cpu"
 
@@ -205,7 +199,11 @@ class Side:
 
     @classmethod
     def load(cls, path: Path) -> Side:
-        """Inverse of `save` (weights with ``weights_only=True``)."""
+        """Inverse of `save` (weights with ``weights_only=True``).
+
+        Also reads a FlowAE checkpoint written by ``flowtopo train`` or a sweep: its
+        standardiser, no PCA.
+        """
         from flowtopo.checkpoint import load_checkpoint
         from flowtopo.data import Standardizer
 
@@ -220,8 +218,11 @@ class Side:
                 raise InputError(f"{path / SIDE_FILE}: unreadable ({err})") from None
         ck = load_checkpoint(path)
         pca = ck.config.get("pca")
-        if pca is None:
-            raise InputError(f"{path}: not a translation side (no PCA in its config)")
+        if pca is None:  # a FlowAE trained by flowtopo train or a sweep, on the embeddings
+            dim = ck.model.dim
+            return cls(ck.model, ck.standardizer, np.zeros(dim), np.eye(dim), {
+                "encoder": "flowae", "k": ck.model.k, "from": str(path),
+                "prior": ck.config["model"]["prior"], "dataset": ck.config.get("dataset")})
         return cls(ck.model, ck.standardizer, np.asarray(pca["mean"], dtype=np.float64),
                    np.asarray(pca["components"], dtype=np.float64),
                    ck.config.get("translate_side", {}))
@@ -465,7 +466,6 @@ def fit_translation(source: np.ndarray, target: np.ndarray, cfg: TranslateConfig
         if not ks:
             raise InputError(f"the embeddings keep only {room} dims; give an explicit k < "
                              f"{min(K_SEARCH)}")
-    exact = cfg.encoder == "flowae" and cfg.density == "exact"
     tried: list[dict[str, Any]] = []
     fallback: Translation | None = None
     refusal: NotIdentifiable | None = None
@@ -474,6 +474,7 @@ def fit_translation(source: np.ndarray, target: np.ndarray, cfg: TranslateConfig
         try:
             s = source_side or fit_side(xs, c, what="source")
             t = target_side or fit_side(xt, c, what="target")
+            exact = cfg.density == "exact" and s.model is not None and t.model is not None
             res = align(s.space(xs, exact=exact), t.space(xt, exact=exact), method="tree",
                         transform=c.transform, seed=c.seed, min_persistence=c.min_persistence)
         except NotIdentifiable as err:

@@ -27,6 +27,8 @@ def test_make_demo_command_runs_with_a_reduced_budget(tmp_path):
     assert summary["trials"] == 4 and summary["failed"] == 0
     assert summary["best_family"] == summary["ranking"][0]["family"]
     assert "oracle" in summary["scores"] and "headline:" in res.output
+    headline = next(line for line in res.output.splitlines() if "headline:" in line)
+    assert ("FLAGGED" in headline) == bool(summary["tree"].get("poor_fit"))
     client = mlflow.MlflowClient(summary["tracking_uri"])
     exp = client.get_experiment_by_name("demo")
     kinds = [r.data.tags.get("flowtopo.kind") for r in client.search_runs([exp.experiment_id])]
@@ -45,3 +47,21 @@ def test_demo_rejects_an_unknown_family():
     res = subprocess.run([sys.executable, "-m", "flowtopo.cli", "demo", "--families", "gmm,nope"],
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2 and "unknown prior family 'nope'" in res.stderr
+
+
+@pytest.mark.parametrize("poor", [True, False])
+def test_the_demo_headline_says_what_the_fit_check_says(poor):
+    from flowtopo.cli import demo_headline
+
+    summary = {"scores": {"tree": {"r2": 0.982}, "oracle": {"r2": 0.982}},
+               "tree": {"poor_fit": poor, "fit_reason": "fit KL 0.84 nats > 0.25" if poor
+                        else None}}
+    line = demo_headline(summary)
+    assert "R² 0.982" in line
+    if poor:
+        assert "FLAGGED" in line and "fit KL 0.84 nats > 0.25" in line
+        assert line.index("FLAGGED") < line.index("R²")  # the flag comes before the scores
+    else:
+        assert "FLAGGED" not in line and "fit checks pass" in line
+    failed = demo_headline({"scores": {}, "tree": {"error": "not identifiable"}})
+    assert "failed" in failed and "not identifiable" in failed
