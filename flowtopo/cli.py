@@ -167,7 +167,8 @@ def translate_fit(
     out: Annotated[Path, typer.Option(help="Folder to write the translation to.")],
     encoder: Annotated[str | None, typer.Option(help="pca (linear, default) or flowae (a "
                                                      "trained flow auto-encoder).")] = None,
-    k: Annotated[int | None, typer.Option(help="Latent dimension per side.")] = None,
+    k: Annotated[int | None, typer.Option(help="Latent dimension per side (default: 8, 6, 4 "
+                                                  "tried in turn, first map passing).")] = None,
     pca: Annotated[int | None, typer.Option(help="Principal components kept per side.")] = None,
     epochs: Annotated[int | None, typer.Option(help="FlowAE training epochs.")] = None,
     transform: Annotated[str | None, typer.Option(help="Latent map: piecewise, affine, "

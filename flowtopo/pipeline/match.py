@@ -245,10 +245,10 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
     client = mlflow.MlflowClient(uri)
     test = None
     if cfg.cross:
-        if not (cfg.source and cfg.target):
-            raise InputError("--source and --target go together (EXPERIMENT[:RUN] each)")
         if cfg.experiment or cfg.runs:
             raise InputError("give either --experiment (and --runs) or --source and --target")
+        if not (cfg.source and cfg.target):
+            raise InputError("--source and --target go together (EXPERIMENT[:RUN] each)")
         runs = [resolve_ref(client, cfg, cfg.source, "--source"),
                 resolve_ref(client, cfg, cfg.target, "--target")]
         if runs[0].info.run_id == runs[1].info.run_id:
