@@ -283,9 +283,9 @@ def fit_side(x: np.ndarray, cfg: TranslateConfig, *, what: str = "embeddings") -
                        device=cfg.device, patience=max(10, cfg.epochs // 4))
     best: tuple[float, Any, dict[str, Any]] | None = None
     tried = []
-    for prior in cfg.priors:
-        import torch
+    import torch
 
+    for prior in cfg.priors:
         torch.manual_seed(cfg.seed)
         model = FlowAE.from_config({
             "dim": p, "k": cfg.k, "noise_std": noise_std, "learn_noise": True,
