@@ -203,7 +203,7 @@ def ode_rows(d: int, k: int, batches: list[int], repeats: int, tol: float,
                         opt: torch.optim.Optimizer = opt_j, nfe: dict[str, int] = nfe) -> None:
             ffj.e, ffj.nfe = torch.randn_like(x), 0
             t = torch.tensor([0.0, 1.0], device=x.device)
-            z, dlogp = odeint(ffj, (x, torch.zeros(len(x))), t, rtol=tol, atol=tol,
+            z, dlogp = odeint(ffj, (x, x.new_zeros(len(x))), t, rtol=tol, atol=tol,
                               method="dopri5")
             nfe["ffjord"] = ffj.nfe
             loss = -(base.log_prob(z[-1]).sum(1) - dlogp[-1]).mean()

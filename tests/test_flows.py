@@ -206,3 +206,25 @@ def test_split_integrator_is_second_order_and_exactly_volume_preserving(field):
                                                           "step_size": 1.0}})
     jac = torch.autograd.functional.jacobian(lambda v: coarse.flow(v[None])[0], x[0])
     assert abs(float(torch.linalg.slogdet(jac)[1])) < 1e-12
+
+
+@pytest.mark.parametrize("name", list(CONFIGS))
+def test_every_tensor_a_flow_makes_takes_its_device_and_dtype(name):
+    # The meta device has no data: a tensor made on the CPU (a CUDA bug) or a value read back
+    # to the host (a GPU sync) fails here, so the GPU path is checked without a GPU.
+    # torchdiffeq's odeint reads its time grid back by design (and adaptive solvers choose
+    # their steps from values), so for those the field it integrates is checked instead.
+    model = make_model(CONFIGS[name]).to("meta")
+    x = torch.empty(8, 5, dtype=torch.float64, device="meta")
+    p = CONFIGS[name]["params"]
+    if CONFIGS[name]["name"] == "continuous" and p.get("method") != "split":
+        field = model.flow.func.field
+        if hasattr(field, "prepare"):
+            field.prepare()
+        outs = {"field": model.flow.func(torch.empty((), dtype=torch.float64, device="meta"), x)}
+    else:
+        z, noise = model.encode(x)
+        outs = {"z": z, "noise": noise, "log_prob": model.log_prob(x),
+                "decode": model.decode(z, noise), "reconstruct": model.reconstruct(x)}
+    for what, t in outs.items():
+        assert (t.device.type, t.dtype, t.shape[0]) == ("meta", torch.float64, 8), what

@@ -248,3 +248,16 @@ def test_hierarchical_prior_tree_is_known():
     assert math.isclose(t.nodes[0]["mass"], 1.0, abs_tol=1e-6)
     centers = np.array([t.nodes[n]["center"] for n in leaves])
     assert np.allclose(np.sort(centers, 0), np.sort(prior.modes().numpy(), 0), atol=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("name,k", CASES, ids=IDS)
+def test_every_tensor_a_prior_makes_takes_its_device_and_dtype(name, k, dtype):
+    # The meta device has no data: a tensor made on the CPU (a CUDA bug) or a value read back
+    # to the host (a GPU sync) fails here, so the GPU path is checked on a machine without one.
+    prior = make(name, k).to(dtype).to("meta")
+    with torch.no_grad():
+        s = prior().sample((7,))
+        lp = prior().log_prob(torch.empty(5, k, dtype=dtype, device="meta"))
+    assert (s.device.type, s.dtype, s.shape) == ("meta", dtype, (7, k))
+    assert (lp.device.type, lp.dtype, lp.shape) == ("meta", dtype, (5,))

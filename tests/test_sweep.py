@@ -14,7 +14,7 @@ SWEEPS = sorted(Path("sweeps").glob("*.yaml"))
 
 def test_the_shipped_sweeps_are_there():
     assert {p.name for p in SWEEPS} >= {"quickstart.yaml", "digits.yaml", "synthetic-tree.yaml",
-                                        "mnist-gpu.yaml"}
+                                        "mnist-gpu.yaml", "gpu-smoke.yaml"}
 
 
 def test_a_gpu_sweep_asks_ray_for_gpus_and_trains_its_trials_on_cuda(tmp_path, monkeypatch):

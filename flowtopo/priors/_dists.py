@@ -60,9 +60,9 @@ class SmoothedBox(_Base):
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         """Reparameterised samples, (*sample_shape, k)."""
         shape = (*sample_shape, self.k)
-        dt = self.a.dtype
-        u = (torch.rand(shape, dtype=dt) * 2 - 1) * self.a
-        p = torch.rand(shape, dtype=dt).clamp(1e-7, 1 - 1e-7)
+        like = {"dtype": self.a.dtype, "device": self.a.device}
+        u = (torch.rand(shape, **like) * 2 - 1) * self.a
+        p = torch.rand(shape, **like).clamp(1e-7, 1 - 1e-7)
         return u + self.s * (torch.log(p) - torch.log1p(-p))
 
 
@@ -76,9 +76,11 @@ class Shell(_Base):
     has_rsample = False
 
     def __init__(self, radius: float, width: float, m: int, k: int,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> None:
         super().__init__(k)
-        self.r, self.w, self.m, self.dtype = radius, width, m, dtype
+        self.r, self.w, self.m = radius, width, m
+        self.like = {"dtype": dtype, "device": device}
         self.log_z = log_shell_normaliser(m, radius, width)
 
     def log_prob(self, value: torch.Tensor) -> torch.Tensor:
@@ -90,9 +92,9 @@ class Shell(_Base):
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         """Exact samples (radius by inverse CDF on a fine grid), (*sample_shape, k)."""
         n = _n(sample_shape)
-        rho = sample_radius(self.m, self.r, self.w, n, dtype=self.dtype)
-        x = uniform_directions(n, self.m, dtype=self.dtype) * rho[:, None]
-        rest = self.w * torch.randn(n, self.k - self.m, dtype=self.dtype)
+        rho = sample_radius(self.m, self.r, self.w, n, **self.like)
+        x = uniform_directions(n, self.m, **self.like) * rho[:, None]
+        rest = self.w * torch.randn(n, self.k - self.m, **self.like)
         return torch.cat([x, rest], 1).reshape(*sample_shape, self.k)
 
 
@@ -103,15 +105,18 @@ class Torus(_Base):
     plane, ``p ∝ exp(-(d - r)² / 2w²)``. In tube coordinates the volume element is
     ``(R + ρ cos θ) ρ dρ dθ dφ``, so ``Z = 4π² R ∫_0^∞ ρ exp(-(ρ-r)²/2w²) dρ`` exactly whenever
     the tube does not reach the axis; we require ``R ≥ r + 8w`` (the neglected mass is below
-    ``exp(-32)``). Sampling: ρ by inverse CDF, θ ∝ (R + ρ cos θ) by rejection, φ uniform.
+    ``exp(-32)``). Sampling: ρ by inverse CDF, θ ∝ (R + ρ cos θ) by inverting its CDF
+    ``(Rθ + ρ sin θ) / 2πR`` (bisection, a fixed number of steps), φ uniform.
     """
 
     has_rsample = False
 
     def __init__(self, major: float, minor: float, width: float, k: int,
-                 dtype: torch.dtype = torch.float32) -> None:
+                 dtype: torch.dtype = torch.float32,
+                 device: torch.device | str | None = None) -> None:
         super().__init__(k)
-        self.big_r, self.r, self.w, self.dtype = major, minor, width, dtype
+        self.big_r, self.r, self.w = major, minor, width
+        self.dtype, self.device = dtype, device
         # log_shell_normaliser(2, ...) = log(2π) + log ∫ ρ e^{...}; Z = 4π² R ∫ ...
         self.log_z = log_shell_normaliser(2, minor, width) + math.log(2 * math.pi * major)
 
@@ -125,19 +130,19 @@ class Torus(_Base):
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         """Exact samples, (*sample_shape, k)."""
         n = _n(sample_shape)
-        rho = sample_radius(2, self.r, self.w, n, dtype=torch.float64)
-        theta = torch.empty(n, dtype=torch.float64)
-        todo = torch.arange(n)
-        while len(todo):
-            t = torch.rand(len(todo), dtype=torch.float64) * 2 * math.pi
-            acc = torch.rand(len(todo), dtype=torch.float64) * (self.big_r + rho[todo]) <= (
-                self.big_r + rho[todo] * torch.cos(t))
-            theta[todo[acc]] = t[acc]
-            todo = todo[~acc]
-        phi = torch.rand(n, dtype=torch.float64) * 2 * math.pi
+        f64 = {"dtype": torch.float64, "device": self.device}
+        rho = sample_radius(2, self.r, self.w, n, **f64)
+        target = torch.rand(n, **f64) * (2 * math.pi * self.big_r)
+        lo, hi = torch.zeros(n, **f64), torch.full((n,), 2 * math.pi, **f64)
+        for _ in range(52):  # the CDF is increasing (R > ρ): bisection to float64 precision
+            mid = 0.5 * (lo + hi)
+            below = self.big_r * mid + rho * torch.sin(mid) < target
+            lo, hi = torch.where(below, mid, lo), torch.where(below, hi, mid)
+        theta = 0.5 * (lo + hi)
+        phi = torch.rand(n, **f64) * 2 * math.pi
         s = self.big_r + rho * torch.cos(theta)
         x = torch.stack([s * torch.cos(phi), s * torch.sin(phi), rho * torch.sin(theta)], 1)
-        rest = self.w * torch.randn(n, self.k - 3, dtype=torch.float64)
+        rest = self.w * torch.randn(n, self.k - 3, **f64)
         return torch.cat([x, rest], 1).to(self.dtype).reshape(*sample_shape, self.k)
 
 
@@ -158,11 +163,9 @@ class Superposition(_Base):
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> torch.Tensor:
         """Exact samples: a member by weight, then a sample of it. (*sample_shape, k)."""
         n = _n(sample_shape)
-        with torch.no_grad():
+        with torch.no_grad():  # every member draws n, a categorical draw picks one per row
+            # (no per-member counts read back to the host: the same code runs on any device)
             idx = torch.multinomial(torch.softmax(self.logits, 0), n, replacement=True)
-            out = torch.empty(n, self.k, dtype=self.logits.dtype)
-            for i, m in enumerate(self.members):
-                sel = idx == i
-                if sel.any():
-                    out[sel] = m.sample((int(sel.sum()),)).to(out.dtype)
+            drawn = torch.stack([m.sample((n,)).to(self.logits.dtype) for m in self.members])
+            out = drawn[idx, torch.arange(n, device=idx.device)]
         return out.reshape(*sample_shape, self.k)

@@ -3,7 +3,8 @@
 The normaliser is ``S_{m-1} ∫_0^∞ ρ^{m-1} exp(-(ρ-r)²/2w²) dρ`` with ``S_{m-1}`` the area of the
 unit sphere; the 1-D integral is computed by 128-point Gauss-Legendre quadrature on
 ``[max(0, r - 12w), r + 12w]`` (relative error below 1e-10 for the parameter ranges we allow).
-Radii are sampled by inverse CDF on a 4096-point grid (linear interpolation).
+Radii are sampled by inverse CDF on a 4096-point grid (linear interpolation), on the caller's
+device.
 """
 
 from __future__ import annotations
@@ -40,20 +41,30 @@ def log_shell_normaliser(m: int, r: float, w: float) -> float:
 
 
 def sample_radius(m: int, r: float, w: float, n: int, generator: torch.Generator | None = None,
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """Draw ``n`` radii with density ``∝ ρ^{m-1} exp(-(ρ-r)²/2w²)`` on ρ > 0. Returns (n,)."""
+                  dtype: torch.dtype = torch.float32,
+                  device: torch.device | str | None = None) -> torch.Tensor:
+    """Draw ``n`` radii with density ``∝ ρ^{m-1} exp(-(ρ-r)²/2w²)`` on ρ > 0. Returns (n,).
+
+    Inverse CDF on the grid, computed in float64 on ``device`` (no host round trip, no
+    data-dependent control flow: it runs on any device, ``meta`` included).
+    """
     lo, hi = _interval(r, w)
-    grid = np.linspace(lo, hi, 4096)
-    log_f = (m - 1) * np.log(np.maximum(grid, 1e-300)) - 0.5 * ((grid - r) / w) ** 2
-    f = np.exp(log_f - log_f.max())
-    cdf = np.concatenate([[0.0], np.cumsum(0.5 * (f[1:] + f[:-1]) * np.diff(grid))])
-    cdf /= cdf[-1]
-    u = torch.rand(n, generator=generator, dtype=torch.float64).numpy()
-    return torch.as_tensor(np.interp(u, cdf, grid), dtype=dtype)
+    grid = torch.linspace(lo, hi, 4096, dtype=torch.float64, device=device)
+    log_f = (m - 1) * torch.log(grid.clamp_min(1e-300)) - 0.5 * ((grid - r) / w) ** 2
+    f = torch.exp(log_f - log_f.max())
+    steps = 0.5 * (f[1:] + f[:-1]) * (grid[1:] - grid[:-1])
+    cdf = torch.cat([steps.new_zeros(1), torch.cumsum(steps, 0)])
+    cdf = cdf / cdf[-1]
+    u = torch.rand(n, generator=generator, dtype=torch.float64, device=device)
+    i = torch.searchsorted(cdf, u).clamp(1, len(grid) - 1)  # cdf[i-1] <= u <= cdf[i]
+    c0, c1 = cdf[i - 1], cdf[i]
+    t = ((u - c0) / (c1 - c0).clamp_min(1e-300)).clamp(0, 1)
+    return (grid[i - 1] + t * (grid[i] - grid[i - 1])).to(dtype)
 
 
 def uniform_directions(n: int, m: int, generator: torch.Generator | None = None,
-                       dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                       dtype: torch.dtype = torch.float32,
+                       device: torch.device | str | None = None) -> torch.Tensor:
     """``n`` uniform unit vectors in R^m. Returns (n, m)."""
-    v = torch.randn(n, m, generator=generator, dtype=dtype)
+    v = torch.randn(n, m, generator=generator, dtype=dtype, device=device)
     return v / v.norm(dim=1, keepdim=True).clamp_min(1e-12)

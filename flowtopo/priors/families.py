@@ -47,6 +47,11 @@ class _DtypeAnchor(Prior):
         """The floating dtype this prior computes in."""
         return self._anchor.dtype
 
+    @property
+    def device(self) -> torch.device:
+        """The device this prior computes on."""
+        return self._anchor.device
+
 
 class GaussianPrior(Prior):
     """``N(0, diag(σ²))``: isotropic (one σ) or diagonal (k σs), learnable or fixed.
@@ -262,7 +267,8 @@ class _ShellPrior(_DtypeAnchor):
 
     def forward(self) -> Distribution:
         """`Shell`."""
-        return Shell(self.params["radius"], self.params["width"], self._m(), self.k, self.dtype)
+        return Shell(self.params["radius"], self.params["width"], self._m(), self.k, self.dtype,
+                     self.device)
 
     @classmethod
     def suggest(cls, trial: Trial, k: int, narrow: dict[str, Any]) -> dict[str, Any]:
@@ -318,7 +324,7 @@ class TorusPrior(_DtypeAnchor):
     def forward(self) -> Distribution:
         """`Torus`."""
         p = self.params
-        return Torus(p["major"], p["minor"], p["width"], self.k, self.dtype)
+        return Torus(p["major"], p["minor"], p["width"], self.k, self.dtype, self.device)
 
     @classmethod
     def suggest(cls, trial: Trial, k: int, narrow: dict[str, Any]) -> dict[str, Any]:
