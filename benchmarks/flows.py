@@ -160,17 +160,19 @@ def ode_rows(d: int, k: int, batches: list[int], repeats: int, tol: float,
           "masked split ms (NFE, dev) | speed-up | bipartite leapfrog ms (NFE, dev) | "
           "speed-up |")
     print("|---|---|---|---|---|---|---|---|")
-    target = n_params(_continuous(d, k, hidden=8).flow)
+    target = n_params(_continuous(d, k, field="masked", hidden=8).flow)
     hb = next(h for h in range(4, 512)
               if n_params(_continuous(d, k, field="bipartite", hidden=h).flow) >= target)
     for b in batches:
         torch.manual_seed(0)
         x = torch.randn(b, d, device=device)
         models = {
-            "masked": _continuous(d, k, hidden=8, rtol=tol, atol=tol),
-            "masked split": _continuous(d, k, hidden=8, method="split", step_size=split_step),
-            "bipartite dopri5": _continuous(d, k, field="bipartite", hidden=hb, rtol=tol,
-                                            atol=tol),
+            "masked": _continuous(d, k, field="masked", hidden=8, method="dopri5", rtol=tol,
+                                  atol=tol),
+            "masked split": _continuous(d, k, field="masked", hidden=8, method="split",
+                                        step_size=split_step),
+            "bipartite dopri5": _continuous(d, k, field="bipartite", hidden=hb,
+                                            method="dopri5", rtol=tol, atol=tol),
             "bipartite leapfrog": _continuous(d, k, field="bipartite", hidden=hb,
                                               method="split", step_size=split_step)}
         ffj = FFJORDField(d, 64).to(device)

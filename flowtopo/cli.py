@@ -15,13 +15,38 @@ import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
+from typer.core import TyperGroup
 
 from flowtopo.errors import InputError
 
 console = Console()
 err_console = Console(stderr=True)
 
-app = typer.Typer(help=__doc__.splitlines()[0], no_args_is_help=True,
+
+def print_error(err: InputError) -> None:
+    """One line on stderr: ``error: MESSAGE`` (the message printed as is, never as markup)."""
+    err_console.print(Text.assemble(("error:", "red"), " ", str(err)), highlight=False,
+                      soft_wrap=True)
+
+
+class _Commands(TyperGroup):
+    """The root command group: a user error anywhere below it is one line and exit code 2.
+
+    Mapped here, inside the app, so that in-process invocations (tests, `typer.testing`) see
+    the same exit code as the console script.
+    """
+
+    def invoke(self, ctx: typer.Context) -> Any:
+        """Run the command; `InputError` -> `print_error` and exit 2."""
+        try:
+            return super().invoke(ctx)
+        except InputError as err:
+            print_error(err)
+            raise typer.Exit(2) from None
+
+
+app = typer.Typer(cls=_Commands, help=__doc__.splitlines()[0], no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 data_app = typer.Typer(help="Datasets: list them, show one.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -680,11 +705,7 @@ def main() -> None:
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep output tidy
-    try:
-        app()
-    except InputError as err:
-        err_console.print(f"[red]error:[/red] {err}", highlight=False, soft_wrap=True)
-        sys.exit(2)
+    app()
 
 
 def _json_default(o: object) -> object:

@@ -115,9 +115,18 @@ def evaluate(model: FlowAE, disc: Discriminator, x: torch.Tensor, seed: int = 0
     }
 
 
-def _check(value: torch.Tensor, what: str, epoch: int, cfg: TrainConfig) -> None:
-    if not torch.isfinite(value):
-        raise TrainingDiverged(f"training diverged: {what} is {float(value.detach())} at "
+_WATCHED = ("the discriminator loss", "the training loss")
+
+
+def _raise_if_diverged(finite: torch.Tensor, epoch: int, cfg: TrainConfig) -> None:
+    """Raise `TrainingDiverged` if a watched loss became NaN/inf: one host read per epoch.
+
+    ``finite`` (2,) bool holds, for each of ``_WATCHED``, whether that loss stayed finite in
+    every step of the epoch (accumulated on the device: no sync per step).
+    """
+    bad = [what for what, ok in zip(_WATCHED, finite.tolist(), strict=True) if not ok]
+    if bad:
+        raise TrainingDiverged(f"training diverged: {' and '.join(bad)} became NaN or inf in "
                                f"epoch {epoch}; lower lr (now {cfg.lr}) or check the data for "
                                "outliers")
 
@@ -160,6 +169,7 @@ def train(model: FlowAE, x_train: np.ndarray, x_test: np.ndarray | None, cfg: Tr
     for epoch in range(1, cfg.epochs + 1):
         model.train()
         sums: dict[str, torch.Tensor] = {}  # summed on the device: no host sync per batch
+        finite = torch.ones(2, dtype=torch.bool, device=device)  # _WATCHED, read once an epoch
         order = torch.randperm(len(x_tr), generator=gen).to(device)
         batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         for idx in batches:
@@ -169,7 +179,7 @@ def train(model: FlowAE, x_train: np.ndarray, x_test: np.ndarray | None, cfg: Tr
                 z_prior = model.prior().sample((len(xb),)).to(z)
             for _ in range(cfg.disc_steps):
                 d_loss = disc.loss(z_prior, z.detach())
-                _check(d_loss, "the discriminator loss", epoch, cfg)
+                finite[0] &= torch.isfinite(d_loss.detach())
                 opt_d.zero_grad()
                 d_loss.backward()
                 opt_d.step()
@@ -192,7 +202,7 @@ def train(model: FlowAE, x_train: np.ndarray, x_test: np.ndarray | None, cfg: Tr
                         + cfg.prior_weight * fit)
             if recon is not None:
                 loss = loss + cfg.recon_weight * recon
-            _check(loss, "the training loss", epoch, cfg)
+            finite[1] &= torch.isfinite(loss.detach())
             opt.zero_grad()
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -202,6 +212,7 @@ def train(model: FlowAE, x_train: np.ndarray, x_test: np.ndarray | None, cfg: Tr
                 if v is None:  # not computed (recon_weight 0); val_recon is still measured
                     continue
                 sums[key] = sums.get(key, 0.0) + v.detach() * len(xb)
+        _raise_if_diverged(finite, epoch, cfg)
         metrics = {key: float(v) / len(x_tr) for key, v in sums.items()}
         metrics.update(evaluate(model, disc, x_val, seed=cfg.seed + epoch))
         metrics["epoch"] = float(epoch)

@@ -3,6 +3,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 # Small thread pools keep the 2-core CI machine responsive; Ray and MLflow stay local.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
@@ -21,3 +22,21 @@ DEVICES = ["cpu", *(["cuda"] if torch.cuda.is_available() else [])]
 @pytest.fixture(params=DEVICES)
 def device(request) -> torch.device:
     return torch.device(request.param)
+
+
+class HostReads(TorchDispatchMode):
+    """Counts reads of a tensor's value back to the host (a device sync on a GPU)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += func is torch.ops.aten._local_scalar_dense.default
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.fixture
+def host_reads() -> type[HostReads]:
+    """``with host_reads() as r: ...`` then ``r.n``: the host reads made inside."""
+    return HostReads

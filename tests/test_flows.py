@@ -1,6 +1,7 @@
 """One contract test suite over every registered flow (and its main configurations), float64."""
 
 import copy
+import functools
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from flowtopo.errors import InputError
 from flowtopo.flows import FLOWS, build_flow
 from flowtopo.model import FlowAE
 
-TIGHT = {"rtol": 1e-10, "atol": 1e-12}
+TIGHT = {"method": "dopri5", "rtol": 1e-10, "atol": 1e-12}
 CONFIGS = {
     "coupling": {"name": "coupling", "params": {"layers": 3, "hidden": 16}},
     "coupling-relu-norot": {"name": "coupling",
@@ -20,9 +21,11 @@ CONFIGS = {
     "continuous-masked": {"name": "continuous", "params": {"field": "masked", **TIGHT}},
     "continuous-gradient": {"name": "continuous", "params": {"field": "gradient", **TIGHT}},
     "continuous-rk4": {"name": "continuous",
-                       "params": {"method": "rk4", "step_size": 0.05}},
-    "continuous-adjoint": {"name": "continuous", "params": {"adjoint": True, **TIGHT}},
-    "continuous-split": {"name": "continuous", "params": {"method": "split",
+                       "params": {"field": "masked", "method": "rk4", "step_size": 0.05}},
+    "continuous-adjoint": {"name": "continuous", "params": {"field": "masked", "adjoint": True,
+                                                            **TIGHT}},
+    "continuous-default": {"name": "continuous", "params": {}},
+    "continuous-split": {"name": "continuous", "params": {"field": "masked", "method": "split",
                                                           "step_size": 0.25}},
     "continuous-bipartite": {"name": "continuous", "params": {"field": "bipartite", **TIGHT}},
     "continuous-leapfrog": {"name": "continuous", "params": {"field": "bipartite",
@@ -140,7 +143,8 @@ def test_log_prob_is_exact_change_of_variables():
 def test_adaptive_solver_preserves_volume_up_to_its_tolerance():
     errors, nfes = [], []
     for tol in (1e-3, 1e-9):
-        model = make_model({"name": "continuous", "params": {"rtol": tol, "atol": tol}})
+        model = make_model({"name": "continuous", "params": {"field": "masked", "method": "dopri5",
+                                                             "rtol": tol, "atol": tol}})
         x = torch.randn(3, 5, dtype=torch.float64)
         errs = []
         for xi in x:
@@ -175,13 +179,25 @@ def test_structured_fields_have_zero_divergence_exactly(name):
                                            "step_size": 0.1}}, 4, "needs field 'masked' or"),
         ({"name": "coupling", "params": {"activation": "swish2"}}, 4, "unknown activation"),
         ({"name": "coupling", "params": {"layers": 0}}, 4, "layers"),
-        ({"name": "coupling", "params": {"colour": 1}}, 4, "bad parameters"),
+        ({"name": "coupling", "params": {"colour": 1}}, 4,
+         "bad parameters: unknown 'colour'; valid: layers, hidden"),
         ({"name": "coupling"}, 1, "D >= 2"),
     ],
 )
 def test_bad_flow_specs(spec, dim, message):
     with pytest.raises(InputError, match=message):
         build_flow(spec, dim)
+
+
+@pytest.mark.parametrize("name", list(FLOWS))
+def test_a_type_error_inside_a_flow_is_a_bug_not_bad_parameters(name, monkeypatch):
+    @functools.wraps(FLOWS[name].__init__)  # the same signature: only the body is broken
+    def broken(self, *args, **kwargs):
+        raise TypeError("a bug inside the constructor")
+
+    monkeypatch.setattr(FLOWS[name], "__init__", broken)
+    with pytest.raises(TypeError, match="a bug inside"):
+        build_flow({"name": name}, 4)
 
 
 @pytest.mark.parametrize("field", ["masked", "bipartite"])
@@ -228,3 +244,12 @@ def test_every_tensor_a_flow_makes_takes_its_device_and_dtype(name):
                 "decode": model.decode(z, noise), "reconstruct": model.reconstruct(x)}
     for what, t in outs.items():
         assert (t.device.type, t.dtype, t.shape[0]) == ("meta", torch.float64, 8), what
+
+
+def test_the_continuous_default_is_the_exact_leapfrog_scheme():
+    flow = build_flow({"name": "continuous"}, 4)
+    p = flow.params
+    assert (p["field"], p["method"], p["step_size"]) == ("bipartite", "split", 0.25)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    jac = torch.autograd.functional.jacobian(lambda v: flow.double()(v[None])[0], x[0])
+    assert abs(float(torch.linalg.slogdet(jac)[1])) < 1e-12  # exact, not up to a tolerance

@@ -126,9 +126,25 @@ def test_every_method_returns_a_usable_map(method):
     out = res.transform(zs)
     assert out.shape == zt.shape and np.isfinite(out).all()
     assert res.matrix.shape == (3, 3) and res.offset.shape == (3,)
-    assert res.supervised == (method in ("oracle", "relative"))
+    assert res.supervised == METHODS[method].supervised == (method in ("oracle", "relative"))
     if method not in ("identity",):
         assert translation_scores(zs, zt, res.transform)["r2"] > 0.8, method
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_an_unknown_option_is_an_error_naming_the_valid_ones(method):
+    x = np.random.default_rng(0).normal(size=(100, 2))
+    with pytest.raises(InputError, match=rf"method '{method}' has no option 'pairz'.*valid: ") as e:
+        align(x, x, method=method, pairz=1)
+    assert all(o in str(e.value) for o in METHODS[method].options)
+
+
+def test_a_misspelt_tree_option_is_refused_not_ignored():
+    x = np.random.default_rng(0).normal(size=(100, 2))
+    with pytest.raises(InputError, match=r"no option 'min_persistance'.*min_persistence"):
+        align(x, x, method="tree", min_persistance=3)
+    assert "min_persistence" in METHODS["tree"].options and "gw" not in METHODS["tree"].options
+    assert METHODS["identity"].options == ()
 
 
 def test_oracle_and_relative_need_their_supervision():

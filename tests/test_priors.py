@@ -1,6 +1,7 @@
 """One contract test suite over every registered prior family."""
 
 import copy
+import functools
 import json
 import math
 
@@ -10,7 +11,6 @@ import pytest
 import torch
 from scipy.spatial import cKDTree
 from scipy.special import digamma, gammaln
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from flowtopo.errors import InputError
 from flowtopo.priors import PRIORS, build_prior, suggest_prior
@@ -106,24 +106,13 @@ def test_gradients_reach_parameters_and_inputs(name, k):
             assert p.grad.abs().sum() > 0, pname
 
 
-class _HostReads(TorchDispatchMode):
-    """Counts reads of a tensor's value back to the host (a device sync on a GPU)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.n = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.n += func is torch.ops.aten._local_scalar_dense.default
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("name,k", CASES, ids=IDS)
-def test_log_prob_in_the_training_step_reads_nothing_back_to_the_host(name, k, device):
+def test_log_prob_in_the_training_step_reads_nothing_back_to_the_host(name, k, device,
+                                                                     host_reads):
     prior = make(name, k).to(device)
     z = prior().sample((64,)).requires_grad_(True)
     assert z.device.type == device.type
-    with _HostReads() as reads:
+    with host_reads() as reads:
         prior().log_prob(z).sum().backward()
     assert reads.n == 0
 
@@ -168,7 +157,10 @@ def test_serialisation_round_trip(name, k):
     again.load_state_dict(prior.state_dict())
     z = torch.randn(64, k, dtype=torch.float64)
     assert torch.allclose(again().log_prob(z), prior().log_prob(z))
-    assert name in repr(prior) or type(prior).__name__ in repr(prior)
+    # the repr is the spec: class, k and every parameter with its value
+    assert repr(prior).startswith(f"{type(prior).__name__}(")
+    assert prior.extra_repr() == f"k={k}" + "".join(
+        f", {key}={v!r}" for key, v in spec["params"].items())
 
 
 @pytest.mark.parametrize("name,k", CASES, ids=IDS)
@@ -197,7 +189,8 @@ def test_shapes_batching_and_dtypes(name, k):
         ({"name": "hierarchical_gmm", "k": 2, "params": {"branching": [2, 0]}}, "branching"),
         ({"name": "torus", "k": 2, "params": {}}, "k must be >= 3"),
         ({"name": "torus", "k": 3, "params": {"major": 1.0}}, "major >= minor"),
-        ({"name": "gmm", "k": 2, "params": {"colour": 1}}, "bad parameters"),
+        ({"name": "gmm", "k": 2, "params": {"colour": 1}},
+         "bad parameters: unknown 'colour'; valid: components, spread"),
         ({"name": "wishart", "k": 2, "params": {}}, "valid: gaussian, gmm"),
     ],
 )
@@ -261,3 +254,17 @@ def test_every_tensor_a_prior_makes_takes_its_device_and_dtype(name, k, dtype):
         lp = prior().log_prob(torch.empty(5, k, dtype=dtype, device="meta"))
     assert (s.device.type, s.dtype, s.shape) == ("meta", dtype, (7, k))
     assert (lp.device.type, lp.dtype, lp.shape) == ("meta", dtype, (5,))
+
+
+def test_a_type_error_inside_a_prior_is_a_bug_not_bad_parameters(monkeypatch):
+    gmm = PRIORS["gmm"]
+    original = gmm.__init__
+
+    @functools.wraps(original)  # the same signature: only the body is broken
+    def broken(self, k, **params):
+        original(self, k, **params)
+        raise TypeError("a bug inside the constructor")
+
+    monkeypatch.setattr(gmm, "__init__", broken)
+    with pytest.raises(TypeError, match="a bug inside"):
+        build_prior({"name": "gmm", "k": 2, "params": {"components": 3}})

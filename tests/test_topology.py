@@ -197,4 +197,5 @@ def test_topology_plot_cli(tmp_path):
     assert out.read_bytes()[:4] == b"\x89PNG" and out.stat().st_size > 10000
     assert len(json.loads(js.read_text())["nodes"]) == 5
     res = CliRunner().invoke(app, ["topology", "plot", "--out", str(out)])
-    assert res.exit_code != 0
+    assert res.exit_code == 2
+    assert "give exactly one of --prior FAMILY or --dataset NAME" in res.output

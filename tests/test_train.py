@@ -93,6 +93,21 @@ def test_nonfinite_loss_stops_with_a_clear_error():
         train(small_model(), x, None, TrainConfig(epochs=2, val_fraction=0.01))
 
 
+@pytest.mark.parametrize("regularizer", ["adversarial", "mle", "mmd", "swd"])
+def test_the_training_step_reads_nothing_back_to_the_host(regularizer, host_reads):
+    # Host reads (a GPU sync each) may happen once per epoch (metrics, the divergence check),
+    # never once per batch: 2 epochs of 2 batches and of 8 batches read back the same number.
+    ds = load_dataset("hierarchical", n=800, seed=5)
+    counts = []
+    for batch_size in (320, 80):
+        cfg = TrainConfig(epochs=2, batch_size=batch_size, regularizer=regularizer, patience=9)
+        with host_reads() as reads:
+            res = train(small_model(), ds.x_train[:640], None, cfg)
+        assert len(res.history) == 2
+        counts.append(reads.n)
+    assert counts[0] == counts[1], counts
+
+
 def test_early_stopping_restores_the_best_epoch():
     ds = load_dataset("hierarchical", n=400, seed=4)
     res = train(small_model(), ds.x_train, None,
@@ -165,7 +180,9 @@ def test_train_cli_writes_a_loadable_checkpoint_and_mlflow_run(tmp_path):
 def test_train_cli_bad_yaml_is_one_line_exit_2(tmp_path):
     path = write_config(tmp_path, train={"epochs": 0})
     res = runner.invoke(app, ["train", str(path)])
-    assert res.exit_code != 0
+    assert res.exit_code == 2
+    assert res.output.startswith("error: ") and len(res.output.strip().splitlines()) == 1
+    assert "train.epochs" in res.output
     with pytest.raises(InputError, match=r"line \d+: train.epochs"):
         from flowtopo.specs import TrainSpec, load_spec
 

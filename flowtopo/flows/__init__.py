@@ -2,7 +2,7 @@
 
 from typing import Any
 
-from flowtopo.errors import InputError
+from flowtopo.errors import InputError, check_keywords
 from flowtopo.flows._base import ACTIVATIONS, VolumePreservingFlow
 from flowtopo.flows.continuous import ContinuousFlow, GradientField, MaskedField
 from flowtopo.flows.coupling import AdditiveCoupling, CouplingFlow
@@ -24,10 +24,8 @@ def build_flow(spec: dict[str, Any], dim: int) -> VolumePreservingFlow:
     if name not in FLOWS:
         raise InputError(f"unknown flow {name!r}; valid: {', '.join(FLOWS)}")
     params = dict(spec.get("params") or {})
-    try:
-        return FLOWS[name](dim, **params)
-    except TypeError as err:
-        raise InputError(f"flow {name!r}: bad parameters {sorted(params)} ({err})") from None
+    check_keywords(f"flow {name!r}", FLOWS[name], params, fixed=("dim",))
+    return FLOWS[name](dim, **params)
 
 
 __all__ = [

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -36,13 +38,38 @@ from flowtopo.matching._transforms import TRANSFORMS, fit_map
 from flowtopo.matching._tree_match import TreeMatcher, TreeMatching
 from flowtopo.matching._tree_method import NotIdentifiable, align_tree
 
-METHODS: dict[str, Callable[..., AlignResult]] = {
-    "tree": align_tree,
-    "identity": align_identity,
-    "gw": align_gw,
-    "cluster_qap": align_cluster_qap,
-    "relative": align_relative,
-    "oracle": align_oracle,
+
+@dataclass(frozen=True)
+class Method:
+    """A registered alignment method: its function and whether it needs paired data.
+
+    A supervised method (``oracle``: true pairs, ``relative``: anchor pairs) is a reference,
+    never a translation: the pipeline scores it beside the unsupervised ones and refuses it as
+    ``--method``.
+    """
+
+    fn: Callable[..., AlignResult]
+    supervised: bool = False
+
+    def __call__(self, source: LatentSpace, target: LatentSpace, **options: Any) -> AlignResult:
+        """``fn(source, target, **options)``."""
+        return self.fn(source, target, **options)
+
+    @property
+    def options(self) -> tuple[str, ...]:
+        """The keyword options it takes besides ``transform`` and ``seed``."""
+        params = inspect.signature(self.fn).parameters.values()
+        return tuple(p.name for p in params if p.kind is p.KEYWORD_ONLY
+                     and p.name not in ("transform", "seed"))
+
+
+METHODS: dict[str, Method] = {
+    "tree": Method(align_tree),
+    "identity": Method(align_identity),
+    "gw": Method(align_gw),
+    "cluster_qap": Method(align_cluster_qap),
+    "relative": Method(align_relative, supervised=True),
+    "oracle": Method(align_oracle, supervised=True),
 }
 
 
@@ -57,17 +84,22 @@ def align(source: LatentSpace | np.ndarray, target: LatentSpace | np.ndarray, *,
         method: a key of `METHODS` (``oracle`` needs ``pairs=``, ``relative`` ``anchors=``).
         transform: affine, linear, orthogonal or nonlinear.
         seed: seeds every random choice.
-        **options: method options (see each ``align_*``).
+        **options: method options (see each ``align_*``; ``METHODS[method].options``).
 
     Raises:
-        InputError: unknown method/transform, NaN, too few points; `NotIdentifiable` when the
-            densities cannot determine the map.
+        InputError: unknown method/transform/option, NaN, too few points; `NotIdentifiable`
+            when the densities cannot determine the map.
 
     """
     if method not in METHODS:
         raise InputError(f"unknown alignment method {method!r}; valid: {', '.join(METHODS)}")
     if transform not in TRANSFORMS:
         raise InputError(f"unknown transform {transform!r}; valid: {', '.join(TRANSFORMS)}")
+    valid = METHODS[method].options
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise InputError(f"method {method!r} has no option {', '.join(map(repr, unknown))}; "
+                         f"valid: {', '.join(valid) or 'none'}")
     s, t = LatentSpace.of(source), LatentSpace.of(target)
     for name, space in (("source", s), ("target", t)):
         if len(space.points) < max(20, 2 * space.k + 2):
@@ -90,6 +122,7 @@ __all__ = [
     "FitCheck",
     "LatentSpace",
     "ManyResult",
+    "Method",
     "NotIdentifiable",
     "TreeMatcher",
     "TreeMatching",

@@ -15,8 +15,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from flowtopo.errors import InputError
@@ -28,14 +26,15 @@ def _subsample(x: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
     return x if len(x) <= n else x[rng.choice(len(x), n, replace=False)]
 
 
-def align_identity(source: LatentSpace, target: LatentSpace, **_: Any) -> AlignResult:
-    """T(z) = z."""
+def align_identity(source: LatentSpace, target: LatentSpace, *, transform: str = "affine",
+                   seed: int = 0) -> AlignResult:
+    """T(z) = z (``transform`` and ``seed`` are accepted like every method's, and unused)."""
     a = np.eye(target.k, source.k)
     return AlignResult(a, np.zeros(target.k), "identity", "linear")
 
 
 def align_gw(source: LatentSpace, target: LatentSpace, *, transform: str = "affine",
-             seed: int = 0, n_sub: int = 500, **_: Any) -> AlignResult:
+             seed: int = 0, n_sub: int = 500) -> AlignResult:
     """Gromov-Wasserstein on subsamples, then the map fitted on the coupling."""
     import ot
 
@@ -60,8 +59,8 @@ def align_gw(source: LatentSpace, target: LatentSpace, *, transform: str = "affi
 
 
 def align_cluster_qap(source: LatentSpace, target: LatentSpace, *, transform: str = "affine",
-                      seed: int = 0, n_clusters: int = 24, restarts: int = 8, iters: int = 10,
-                      **_: Any) -> AlignResult:
+                      seed: int = 0, n_clusters: int = 24, restarts: int = 8,
+                      iters: int = 10) -> AlignResult:
     """k-means + quadratic assignment + Procrustes + refinement (mini-vec2vec)."""
     from scipy.optimize import quadratic_assignment
     from sklearn.cluster import KMeans
@@ -97,7 +96,7 @@ def _rel(z: np.ndarray, anchors: np.ndarray, center: np.ndarray) -> np.ndarray:
 
 def align_relative(source: LatentSpace, target: LatentSpace, *,
                    anchors: tuple[np.ndarray, np.ndarray] | None = None, transform: str = "affine",
-                   **_: Any) -> AlignResult:
+                   seed: int = 0) -> AlignResult:
     """Relative representations with given anchor pairs (semi-supervised), linearised.
 
     The decoder from relative coordinates to target latents is fitted by least squares on the
@@ -120,7 +119,7 @@ def align_relative(source: LatentSpace, target: LatentSpace, *,
 
 def align_oracle(source: LatentSpace, target: LatentSpace, *,
                  pairs: tuple[np.ndarray, np.ndarray] | None = None, transform: str = "affine",
-                 seed: int = 0, **_: Any) -> AlignResult:
+                 seed: int = 0) -> AlignResult:
     """The map fitted on true pairs: the supervised upper bound (flagged ``supervised``)."""
     if pairs is None:
         raise InputError("method 'oracle' needs pairs=(source_points, target_points), paired "

@@ -33,7 +33,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -220,8 +219,7 @@ def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "af
                seed: int = 0, k_neighbors: int = 15, min_persistence: float = 2.0,
                min_mass: float = 0.01, refine_iters: int = 6, per_leaf: int = 1000,
                tie: float = 0.03, polish: bool = True, cue_restarts: int = 24,
-               max_cue_candidates: int = 16, round_trip: bool = True, **_: Any
-               ) -> AlignResult:
+               max_cue_candidates: int = 16, round_trip: bool = True) -> AlignResult:
     """Align ``source`` to ``target`` by matching their density trees (see module docstring).
 
     With ``round_trip`` the leaf correspondence is also chosen independently in the other

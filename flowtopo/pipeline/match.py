@@ -236,8 +236,8 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
     from flowtopo.tracking import find_experiment, resolve_tracking_uri
 
     for name in [cfg.method, *cfg.baselines]:
-        if name not in METHODS or name in ("oracle", "relative"):
-            valid = [m for m in METHODS if m not in ("oracle", "relative")]
+        if name not in METHODS or METHODS[name].supervised:
+            valid = [m for m, fn in METHODS.items() if not fn.supervised]
             raise InputError(f"unknown or supervised method {name!r}; valid: {', '.join(valid)}")
     if cfg.transform not in TRANSFORMS:
         raise InputError(f"unknown transform {cfg.transform!r}; valid: {', '.join(TRANSFORMS)}")

@@ -22,7 +22,7 @@ from torch.distributions import (
     Normal,
 )
 
-from flowtopo.errors import InputError
+from flowtopo.errors import InputError, check_keywords
 from flowtopo.priors._base import (
     Prior,
     Trial,
@@ -446,10 +446,8 @@ def build_prior(spec: dict[str, Any]) -> Prior:
         raise InputError(f"unknown prior family {name!r}; valid: {', '.join(PRIORS)}")
     cls = PRIORS[name]
     params = dict(spec.get("params") or {})
-    try:
-        return cls(int(spec["k"]), **params)
-    except TypeError as err:
-        raise InputError(f"prior {name!r}: bad parameters {sorted(params)} ({err})") from None
+    check_keywords(f"prior {name!r}", cls, params, fixed=("k",))
+    return cls(int(spec["k"]), **params)
 
 
 def suggest_prior(trial: Trial, k: int, families: list[str],
