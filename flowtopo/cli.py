@@ -627,6 +627,9 @@ def sweep_run(
         console.print(f"sweep {res.sweep_id} interrupted; continue with: flowtopo sweep "
                       f"resume {res.storage_path}", soft_wrap=True, highlight=False)
         raise typer.Exit(130)
+    for line in res.failures:  # one line per failed trial, with its reason
+        err_console.print(Text.assemble(("failed trial ", "red"), line), soft_wrap=True,
+                          highlight=False)
     table = Table("field", "value", title=f"sweep {res.sweep_id}")
     table.add_row("trials (search + seeds)", str(res.trials))
     table.add_row("failed", str(res.failed))
@@ -637,6 +640,10 @@ def sweep_run(
     table.add_row("MLflow", f"{res.tracking_uri} (experiment {res.experiment!r})")
     table.add_row("Ray Tune results", res.storage_path)
     console.print(table)
+    if res.all_failed:  # the sweep produced nothing: a failure, 2 when the input was to blame
+        err_console.print(Text.assemble(("error:", "red"), f" no trial of sweep {res.sweep_id} "
+                                        f"finished ({res.failed} failed)"), soft_wrap=True)
+        raise typer.Exit(2 if res.user_errors_only else 1)
 
 
 AddressOption = Annotated[str, typer.Option(help="Ray dashboard address, http://HEAD:8265.",

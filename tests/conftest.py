@@ -40,3 +40,18 @@ class HostReads(TorchDispatchMode):
 def host_reads() -> type[HostReads]:
     """``with host_reads() as r: ...`` then ``r.n``: the host reads made inside."""
     return HostReads
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _private_config_home(tmp_path_factory):
+    """flowtopo's per-user files (the sweep signing key) in a folder of this test session.
+
+    Set in the environment, so CLI subprocesses and Ray's driver see the same folder.
+    """
+    old = os.environ.get("FLOWTOPO_CONFIG_HOME")
+    os.environ["FLOWTOPO_CONFIG_HOME"] = str(tmp_path_factory.mktemp("config-home"))
+    yield
+    if old is None:
+        os.environ.pop("FLOWTOPO_CONFIG_HOME", None)
+    else:
+        os.environ["FLOWTOPO_CONFIG_HOME"] = old

@@ -50,3 +50,10 @@ def test_help_imports_neither_torch_nor_ray():
             "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert res.stdout.strip() == "[]"
+
+
+def test_error_text_is_printed_literally_not_as_rich_markup(tmp_path):
+    path = tmp_path / "[bold]x[/bold]" / "data.npy"
+    res = runner.invoke(app, ["data", "show", str(path)])
+    assert res.exit_code == 2
+    assert str(path) in res.output and res.output.startswith("error: ")

@@ -115,8 +115,23 @@ def test_local_scripts_are_valid_bash():
 def test_start_refuses_a_second_cluster_in_the_same_state_dir(tmp_path):
     (tmp_path / "pids").write_text("ray-head 999999\n")
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
-           "FLOWTOPO_CLUSTER_DIR": str(tmp_path), "PYTHON": sys.executable}
+           "FLOWTOPO_CLUSTER_DIR": str(tmp_path), "PYTHON": sys.executable,
+           "MLFLOW_AUTH_ADMIN_PASSWORD": "x"}
     res = subprocess.run(["bash", str(CLUSTER / "local" / "start.sh")], capture_output=True,
                          text=True, env=env, timeout=60)
     assert res.returncode == 2 and "already recorded" in res.stderr
     assert (tmp_path / "pids").read_text() == "ray-head 999999\n"  # nothing overwritten
+
+
+@pytest.mark.parametrize("args,code,message", [
+    ([], 2, "MLFLOW_AUTH_ADMIN_PASSWORD is not set: refusing to start an MLflow server "
+            "without authentication"),
+    (["--bogus"], 2, "unknown argument '--bogus'"),
+])
+def test_start_refuses_an_mlflow_server_without_auth_unless_told(tmp_path, args, code, message):
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin",
+           "FLOWTOPO_CLUSTER_DIR": str(tmp_path / "state"), "PYTHON": sys.executable}
+    res = subprocess.run(["bash", str(CLUSTER / "local" / "start.sh"), *args],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert res.returncode == code and message in res.stderr
+    assert not (tmp_path / "state" / "pids").exists()  # nothing was started

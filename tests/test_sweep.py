@@ -177,6 +177,8 @@ def test_a_real_sweep_records_every_trial_in_mlflow(tmp_path, ray_local):
         assert load_checkpoint(local).model.k == 2
         assert r.data.params["optuna.prior"] == r.data.tags["family"]
     assert res.trials == 4 + len(seeds) and res.failed == 0
+    token = Path.home() / ".ray" / "auth_token"  # Ray 2.60 writes it 0644: flowtopo tightens it
+    assert token.stat().st_mode & 0o777 == 0o600
 
     # priors best: the table/JSON agree with the recorded runs
     import json
@@ -228,6 +230,28 @@ def test_sweep_run_cli_end_to_end(tmp_path):
     assert "trials (search + seeds)" in res.stdout and "best val_adv_loss" in res.stdout
     _, runs = runs_of(f"sqlite:///{tmp_path / 'm.db'}", "cli")
     assert sum(r.data.tags.get("flowtopo.kind") == "trial" for r in runs) == 2
+
+
+@pytest.mark.integration
+def test_a_sweep_where_every_trial_fails_says_so_and_retries_no_user_error(tmp_path):
+    path = tmp_path / "bad.yaml"
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    path.write_text(yaml.safe_dump({
+        **TINY, "num_samples": 2, "max_failures": 2,  # a user error is never retried
+        "search": {**TINY["search"], "flow": {"activation": ["bogus"]}},
+        "mlflow": {"experiment": "allbad", "tracking_uri": uri}}))
+    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "run", str(path),
+                          "--storage", str(tmp_path / "ray")], capture_output=True, text=True,
+                         timeout=600, cwd=tmp_path)
+    assert res.returncode == 2, res.stdout[-1500:] + res.stderr[-1500:]
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("failed trial ")]
+    assert len(lines) == 2 and all("unknown activation 'bogus'" in ln for ln in lines)
+    assert "error: no trial of sweep" in res.stderr and "Traceback" not in res.stderr
+    _, runs = runs_of(uri, "allbad")
+    trials = [r for r in runs if r.data.tags.get("flowtopo.kind") == "trial"]
+    (parent,) = [r for r in runs if r.data.tags.get("flowtopo.kind") == "sweep"]
+    assert len(trials) == 2 and all(r.info.status == "FAILED" for r in trials)  # no retries
+    assert parent.info.status == "FAILED" and "no trial finished" in parent.data.tags["error"]
 
 
 def finished_trials(uri, experiment):

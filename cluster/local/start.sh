@@ -11,9 +11,25 @@
 #   DATABASE_URL          MLflow backend store, e.g. postgresql://user@host/db (sqlite otherwise;
 #                         Postgres needs `pip install psycopg2-binary`)
 # Ray runs with token authentication; the token is written to STATE/auth_token (mode 600).
-#   MLFLOW_AUTH_ADMIN_PASSWORD  when set, the server runs MLflow's basic-auth app
+#   MLFLOW_AUTH_ADMIN_PASSWORD  required: the server runs MLflow's basic-auth app
 #                         (cluster/mlflow/basic_auth.ini); anonymous requests are refused.
+# Usage: start.sh [--no-auth]   (--no-auth: an MLflow server anyone who reaches it can write,
+#                                only ever on a loopback address you alone use)
 set -euo pipefail
+no_auth=0
+for arg in "$@"; do
+  case "$arg" in
+    --no-auth) no_auth=1 ;;
+    *) echo "start.sh: unknown argument '$arg' (usage: start.sh [--no-auth])" >&2; exit 2 ;;
+  esac
+done
+if [ -z "${MLFLOW_AUTH_ADMIN_PASSWORD:-}" ] && [ "$no_auth" = 0 ]; then
+  echo "start.sh: MLFLOW_AUTH_ADMIN_PASSWORD is not set: refusing to start an MLflow server without authentication (set it, or pass --no-auth explicitly)" >&2
+  exit 2
+fi
+if [ "$no_auth" = 1 ]; then
+  echo "start.sh: WARNING: --no-auth: the MLflow server accepts anonymous reads and writes" >&2
+fi
 here="$(cd "$(dirname "$0")" && pwd)"
 state="$(mkdir -p "${FLOWTOPO_CLUSTER_DIR:-$PWD/flowtopo-cluster}" && cd "${FLOWTOPO_CLUSTER_DIR:-$PWD/flowtopo-cluster}" && pwd)"
 host="${FLOWTOPO_HOST:-127.0.0.1}"

@@ -88,7 +88,10 @@ def submit(file: Path, address: str, *, tracking_uri: str | None = None,
     if storage:
         cmd += ["--storage", storage]
     sid = f"flowtopo-{spec.name}-{uuid.uuid4().hex[:8]}"
-    env = {"MLFLOW_TRACKING_URI": uri, "RAY_JOB_STOP_SIGNAL": "SIGINT"}
+    # SIGINT lets Ray Tune save its state and flowtopo sign the folder; Ray's default grace
+    # of 3 s before SIGKILL is too short for both, so the job gets 120 s.
+    env = {"MLFLOW_TRACKING_URI": uri, "RAY_JOB_STOP_SIGNAL": "SIGINT",
+           "RAY_JOB_STOP_WAIT_TIME_S": "120"}
     for key in FORWARDED:  # tracking-server credentials travel over the authenticated API
         if os.environ.get(key):
             env[key] = os.environ[key]

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from flowtopo.sweep.spec import SweepSpec
-from flowtopo.sweep.trainable import RESERVED
+from flowtopo.sweep.trainable import RESERVED, USER_ERROR
 
 
 @dataclass
@@ -30,6 +30,30 @@ class SweepResult:
     failed: int = 0
     best: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
+    failures: list[str] = field(default_factory=list)  # one line per failed trial: id: reason
+    user_errors: int = 0  # failures that were the user's input (InputError), never retried
+
+    @property
+    def user_errors_only(self) -> bool:
+        """Some trial failed, and every failure was the user's input."""
+        return 0 < self.failed == self.user_errors
+
+    @property
+    def all_failed(self) -> bool:
+        """No trial finished: the sweep produced nothing (its parent run is FAILED)."""
+        return self.trials > 0 and self.failed >= self.trials
+
+
+def failure_line(result: Any) -> str | None:
+    """``TRIAL_ID: reason`` for a failed trial (a Ray error or a reported user error), or None."""
+    metrics = result.metrics or {}
+    name = metrics.get("trial_id") or Path(str(result.path)).name
+    if USER_ERROR in metrics:
+        return f"{name}: {metrics[USER_ERROR]}"
+    if result.error is None:
+        return None
+    lines = [ln.strip() for ln in str(result.error).splitlines() if ln.strip()]
+    return f"{name}: {lines[-1] if lines else type(result.error).__name__}"
 
 
 def make_sampler(spec: SweepSpec) -> Any:
@@ -82,6 +106,16 @@ def init_ray(address: str | None, uri: str) -> None:
     else:  # embedded default: a NEW local Ray sized to the machine ("local": never attach to
         # a cluster that `ray start` once recorded in /tmp/ray, which may be long gone)
         ray.init(address="local", include_dashboard=False, **quiet)
+    _private_ray_token()
+
+
+def _private_ray_token() -> None:
+    """Ray writes its auth token to ``~/.ray/auth_token`` readable by everyone: make it 0600."""
+    import os
+
+    token = Path.home() / ".ray" / "auth_token"
+    if token.is_file() and token.stat().st_mode & 0o077:
+        os.chmod(token, 0o600)
 
 
 def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str | None = None,
@@ -143,7 +177,20 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
             name=sweep_id, storage_path=storage, verbose=0, callbacks=callbacks or [],
             failure_config=tune.FailureConfig(max_failures=spec.max_failures,
                                               fail_fast=spec.fail_fast)))
-    return _finish(tuner.fit(), spec, runtime, storage, callbacks)
+    return _finish(_fit_and_sign(tuner, exp_dir), spec, runtime, storage, callbacks)
+
+
+def _fit_and_sign(tuner: Any, exp_dir: Path) -> Any:
+    """``tuner.fit()``, then sign the folder Ray left, however the fit ended.
+
+    A resume checks that signature (`flowtopo.sweep.integrity`) before Ray unpickles anything.
+    """
+    from flowtopo.sweep.integrity import sign_folder
+
+    try:
+        return tuner.fit()
+    finally:
+        sign_folder(exp_dir)
 
 
 def resume_sweep(path: str | Path, *, address: str | None = None,
@@ -154,7 +201,9 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
     their orphaned MLflow runs are closed as KILLED.
 
     Raises:
-        InputError: the folder is not a flowtopo sweep.
+        InputError: the folder is not a flowtopo sweep, or its state is not exactly as this
+            user's flowtopo signed it (`flowtopo.sweep.integrity.verify_folder`): nothing in it
+            is unpickled then.
 
     """
     import json
@@ -163,11 +212,13 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
     from ray import tune
 
     from flowtopo.errors import InputError
+    from flowtopo.sweep.integrity import verify_folder
 
     p = Path(path).resolve()
     ctx_file = p / CONTEXT_FILE
     if not ctx_file.is_file():
         raise InputError(f"{p}: not a flowtopo sweep folder (no {CONTEXT_FILE})")
+    verify_folder(p)  # before Ray unpickles tuner.pkl, the searcher state and params.pkl
     ctx = json.loads(ctx_file.read_text())
     spec = SweepSpec.model_validate(ctx["spec"])
     runtime = ctx["runtime"]
@@ -176,7 +227,7 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
     init_ray(address or spec.ray_address, runtime["tracking_uri"])
     tuner = tune.Tuner.restore(str(p), trainable=trainable_for(spec), resume_unfinished=True,
                                resume_errored=False)
-    return _finish(tuner.fit(), spec, runtime, ctx["storage"], callbacks)
+    return _finish(_fit_and_sign(tuner, p), spec, runtime, ctx["storage"], callbacks)
 
 
 def _close_orphans(client: Any, runtime: dict[str, Any], why: str) -> None:
@@ -204,8 +255,8 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
     sweep_id, pid = runtime["sweep_id"], runtime["parent_run_id"]
     client = mlflow.MlflowClient(runtime["tracking_uri"])
     out = SweepResult(sweep_id, spec.mlflow.experiment, runtime["tracking_uri"],
-                      str(Path(storage) / sweep_id), pid, len(results),
-                      sum(1 for r in results if r.error is not None))
+                      str(Path(storage) / sweep_id), pid, len(results))
+    _count_failures(out, results)
     if interrupted(results):
         out.interrupted = True
         return out
@@ -226,8 +277,10 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures)))
         seed_results = replica.fit()
         out.trials += len(seed_results)
-        out.failed += sum(1 for r in seed_results if r.error is not None)
+        _count_failures(out, seed_results)
     try:
+        if out.all_failed:
+            raise RuntimeError("no finished trial to rank")
         b = results.get_best_result(metric=spec.metric, mode=spec.mode, filter_nan_and_inf=True)
         run_id = b.metrics.get("mlflow_run_id")
         if run_id is None:  # stopped early: no final report; find its run by trial id
@@ -243,8 +296,23 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
         client.log_metric(pid, key, v)
     if out.best.get("value") is not None:
         client.log_metric(pid, f"best_{spec.metric}", float(out.best["value"]))
-    client.set_terminated(pid, "FINISHED")
+    if out.all_failed:
+        client.set_tag(pid, "error", f"no trial finished; {out.failed} failed, e.g. "
+                                     f"{out.failures[0] if out.failures else '?'}"[:4000])
+        client.set_terminated(pid, "FAILED")
+    else:
+        client.set_terminated(pid, "FINISHED")
     return out
+
+
+def _count_failures(out: SweepResult, results: Any) -> None:
+    """Add the failed trials of ``results`` to ``out`` (count, one line each, their kind)."""
+    for r in results:
+        line = failure_line(r)
+        if line is not None:
+            out.failed += 1
+            out.failures.append(line)
+            out.user_errors += USER_ERROR in (r.metrics or {})
 
 
 def _best_per_family(results: Any, spec: SweepSpec) -> dict[str, dict[str, Any]]:
@@ -252,7 +320,8 @@ def _best_per_family(results: Any, spec: SweepSpec) -> dict[str, dict[str, Any]]
     best: dict[str, tuple[float, dict[str, Any]]] = {}
     sign = 1.0 if spec.mode == "min" else -1.0
     for r in results:
-        if r.error is not None or not r.metrics or spec.metric not in r.metrics:
+        if r.error is not None or not r.metrics or spec.metric not in r.metrics \
+                or USER_ERROR in r.metrics:
             continue
         params = {k: v for k, v in r.config.items() if k not in RESERVED}
         fam = params.get("prior")

@@ -9,6 +9,7 @@ import os
 from typing import Any
 
 RESERVED = ("sweep", "runtime", "seed")
+USER_ERROR = "user_error"  # the key of the one result a trial reports when its input was bad
 
 
 def train_trial(config: dict[str, Any]) -> None:
@@ -18,6 +19,7 @@ def train_trial(config: dict[str, Any]) -> None:
 
     from flowtopo.checkpoint import save_checkpoint
     from flowtopo.data import load_dataset
+    from flowtopo.errors import InputError
     from flowtopo.sweep.space import resolve
     from flowtopo.sweep.spec import SweepSpec
     from flowtopo.tracking import flatten, log_metrics
@@ -65,6 +67,12 @@ def train_trial(config: dict[str, Any]) -> None:
     except SystemExit:  # Ray stops a trial (scheduler, e.g. ASHA) by raising SystemExit in it
         _stopped_early(client, run_id, history)
         raise
+    except InputError as err:  # the user's error is deterministic: reported, never retried
+        client.set_tag(run_id, "error", f"InputError: {err}"[:4000])
+        client.set_terminated(run_id, "FAILED")
+        # the searcher needs its metric in every result: NaN, which Optuna records as failed
+        tune.report({USER_ERROR: str(err)[:1000], spec.metric: float("nan")})
+        return
     except BaseException as err:
         client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:4000])
         client.set_terminated(run_id, "FAILED")

@@ -1,0 +1,144 @@
+"""A sweep folder's state is ours before Ray unpickles it: an HMAC over every file in it.
+
+``flowtopo sweep resume DIR`` hands ``DIR`` to ``ray.tune.Tuner.restore``, which unpickles
+``tuner.pkl``, the searcher's state and each trial's ``params.pkl``: whoever can write ``DIR``
+(shared storage, a bucket) could otherwise run code as the user who resumes. So every time a
+sweep's search phase stops (finished, interrupted, or failed), flowtopo signs the folder:
+``flowtopo-sweep.sig`` lists every file with the HMAC-SHA256 of its content, under a key kept
+in the user's own config folder (created 0600 on first use). `verify_folder` checks that
+manifest, that no file was added, removed or changed, and that nothing in the folder is
+writable by other users, BEFORE anything in it is unpickled.
+
+The key: ``$FLOWTOPO_CONFIG_HOME/sweep.key``, else ``$XDG_CONFIG_HOME/flowtopo/sweep.key``,
+else ``~/.config/flowtopo/sweep.key``. A sweep resumed on another machine needs the same key
+there (copy it, keeping mode 0600). Hand-written here: the standard library's ``hmac`` and
+``secrets`` do the cryptography; what is new is only which files are covered and when.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import stat
+from pathlib import Path
+
+from flowtopo.errors import InputError
+
+SIGNATURE_FILE = "flowtopo-sweep.sig"
+_VERSION = 1
+
+
+def config_home() -> Path:
+    """The folder of flowtopo's per-user files (see module docstring)."""
+    if os.environ.get("FLOWTOPO_CONFIG_HOME"):
+        return Path(os.environ["FLOWTOPO_CONFIG_HOME"])
+    base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
+    return Path(base) / "flowtopo"
+
+
+def load_key(create: bool = False) -> bytes:
+    """The user's signing key (32 random bytes), created 0600 when ``create`` and absent.
+
+    Raises:
+        InputError: no key and not ``create``; a key file readable or writable by others.
+
+    """
+    path = config_home() / "sweep.key"
+    if not path.exists():
+        if not create:
+            raise InputError(f"no sweep signing key at {path}: this sweep was not started by "
+                             "this user on this machine (copy the key from where it was, "
+                             "mode 0600)")
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+    mode = path.stat().st_mode
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InputError(f"{path}: the sweep signing key must be private (chmod 600 {path})")
+    return bytes.fromhex(path.read_text().strip())
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*")
+                  if p.is_file() and not (p.parent == folder and p.name == SIGNATURE_FILE))
+
+
+def _mac(key: bytes, data: bytes) -> str:
+    return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+
+def _file_mac(key: bytes, path: Path) -> str:
+    h = hmac.new(key, digestmod=hashlib.sha256)
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _manifest_mac(key: bytes, files: dict[str, str]) -> str:
+    return _mac(key, json.dumps({"version": _VERSION, "files": files}, sort_keys=True).encode())
+
+
+def sign_folder(folder: str | Path) -> Path:
+    """Write ``folder/flowtopo-sweep.sig`` over every file now in ``folder``. Returns its path."""
+    folder = Path(folder)
+    key = load_key(create=True)
+    files = {p.relative_to(folder).as_posix(): _file_mac(key, p) for p in _files(folder)}
+    out = folder / SIGNATURE_FILE
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"version": _VERSION, "files": files,
+                               "mac": _manifest_mac(key, files)}, indent=1))
+    tmp.replace(out)
+    return out
+
+
+def _writable_by_others(folder: Path) -> Path | None:
+    uid = os.getuid()
+    for p in [folder, *folder.rglob("*")]:
+        st = p.lstat()
+        if stat.S_ISLNK(st.st_mode):
+            return p  # a link could point anywhere: not ours to follow
+        if st.st_uid != uid or st.st_mode & stat.S_IWOTH:
+            return p
+    return None
+
+
+def verify_folder(folder: str | Path) -> None:
+    """Check ``folder`` is exactly as this user's flowtopo last signed it.
+
+    Raises:
+        InputError: no signature, a bad signature, a file added/removed/changed, or something
+            in the folder owned by another user, writable by others, or a symbolic link.
+
+    """
+    folder = Path(folder)
+    sig = folder / SIGNATURE_FILE
+    if not sig.is_file():
+        raise InputError(f"{folder}: no {SIGNATURE_FILE}: refusing to unpickle an unsigned "
+                         "sweep state (it was not stopped by flowtopo, or not by this user)")
+    loose = _writable_by_others(folder)
+    if loose is not None:
+        raise InputError(f"{loose}: owned by another user, writable by others, or a link: "
+                         "refusing to resume from a folder others can change")
+    key = load_key()
+    try:
+        manifest = json.loads(sig.read_text())
+        files = {str(k): str(v) for k, v in manifest["files"].items()}
+        mac = str(manifest["mac"])
+    except (ValueError, KeyError, TypeError, AttributeError):
+        raise InputError(f"{sig}: unreadable signature file: refusing to resume") from None
+    if not hmac.compare_digest(mac, _manifest_mac(key, files)):
+        raise InputError(f"{sig}: the signature does not match this user's key: refusing to "
+                         "resume")
+    now = {p.relative_to(folder).as_posix(): p for p in _files(folder)}
+    changed = sorted(set(now) ^ set(files))
+    changed += sorted(n for n in set(now) & set(files)
+                      if not hmac.compare_digest(files[n], _file_mac(key, now[n])))
+    if changed:
+        more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+        raise InputError(f"{folder}: changed since flowtopo signed it: "
+                         f"{', '.join(changed[:3])}{more}: refusing to resume")
