@@ -438,18 +438,19 @@ def train_cmd(
     config: Annotated[Path, typer.Argument(help="Training YAML (see docs/sweep-yaml.md).")],
     out: Annotated[Path | None, typer.Option(help="Checkpoint directory (overrides YAML).")] = None,
     epochs: Annotated[int | None, typer.Option(help="Override train.epochs.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace the checkpoint files in a non-empty "
+                                                 "out folder.")] = False,
 ) -> None:
     """Train one flow auto-encoder without Ray; write its checkpoint directory."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flowtopo.specs import TrainSpec, load_spec
-    from flowtopo.train_run import run_train_spec
+    from flowtopo.specs import TrainSpec, load_spec, override
+    from flowtopo.train_run import check_out, run_train_spec
 
     spec = load_spec(config, TrainSpec)
-    if out is not None:
-        spec.out = str(out)
-    if epochs is not None:
-        spec.train.epochs = epochs
+    changes = {"out": None if out is None else str(out), "train.epochs": epochs}
+    spec = override(spec, {k: v for k, v in changes.items() if v is not None})
+    check_out(spec.out, overwrite)  # before the data is even loaded
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[m]}"),
                   TimeElapsedColumn(), console=console) as bar:
         task = bar.add_task("training", total=spec.train.epochs, m="")
@@ -459,7 +460,7 @@ def train_cmd(
                        f"{m['val_adv_loss']:.3f}  c2st {m['val_c2st']:.2f}  recon "
                        f"{m['val_recon']:.3f}")
 
-        job = run_train_spec(spec, on_epoch=show)
+        job = run_train_spec(spec, on_epoch=show, overwrite=overwrite)
     table = Table("metric", "value", title=f"best epoch {job.result.best_epoch}")
     for key, v in job.result.test.items():
         table.add_row(key, f"{v:.4f}")
@@ -703,6 +704,10 @@ def sweep_resume(
     from flowtopo.sweep.runner import resume_sweep
 
     res = resume_sweep(path, address=address)
+    if res.already_finished:
+        console.print(f"sweep {res.sweep_id} already finished ({res.trials} trials, "
+                      f"{res.failed} failed): nothing to resume", soft_wrap=True, highlight=False)
+        return
     console.print(f"sweep {res.sweep_id}: {res.trials} trials, {res.failed} failed"
                   + (" (interrupted again)" if res.interrupted else ""))
 

@@ -62,7 +62,8 @@ class TrainSpec(BaseModel):
     dataset: DatasetSpec
     model: ModelSpec = Field(default_factory=ModelSpec)
     train: TrainConfig = Field(default_factory=TrainConfig)
-    out: str = Field("flowtopo-runs/model", description="Checkpoint directory to write.")
+    out: str = Field("flowtopo-runs/model", min_length=1,
+                     description="Checkpoint directory to write.")
     mlflow: MlflowSpec | None = None
 
 
@@ -129,3 +130,26 @@ def load_spec(path: str | Path, model: type[M]) -> M:
     except (OSError, UnicodeDecodeError) as err:
         raise InputError(f"{p}: cannot read ({err})") from None
     return parse_spec(text, model, str(p))
+
+
+def override(spec: M, changes: dict[str, Any], source: str = "command line") -> M:
+    """``spec`` with ``changes`` applied (dotted keys, e.g. ``train.epochs``), validated again.
+
+    Raises:
+        InputError: one line naming the key and the problem (``--epochs 0`` is refused like
+            ``epochs: 0`` in the YAML).
+
+    """
+    data = spec.model_dump(mode="python")
+    for dotted, value in changes.items():
+        node = data
+        *parents, last = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[last] = value
+    try:
+        return type(spec).model_validate(data)
+    except ValidationError as err:
+        e = err.errors()[0]
+        path = ".".join(str(p) for p in e["loc"]) or "(top)"
+        raise InputError(f"{source}: {path}: {e['msg']}") from None

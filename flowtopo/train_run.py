@@ -10,6 +10,7 @@ import torch
 
 from flowtopo.checkpoint import save_checkpoint
 from flowtopo.data import Dataset, load_dataset
+from flowtopo.errors import InputError
 from flowtopo.model import FlowAE
 from flowtopo.specs import ModelSpec, TrainSpec
 from flowtopo.train import TrainResult, train
@@ -34,14 +35,36 @@ def build_model(spec: ModelSpec, dim: int, seed: int) -> FlowAE:
     })
 
 
+def check_out(out: str | Path, overwrite: bool = False) -> Path:
+    """The checkpoint folder ``out``, refused when it holds anything and not ``overwrite``.
+
+    Raises:
+        InputError: ``out`` is a file, or a folder with files in it (a user's files would be
+            overwritten) and ``overwrite`` is False.
+
+    """
+    p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise InputError(f"{p}: exists and is not a folder; choose another out")
+    if p.is_dir() and any(p.iterdir()) and not overwrite:
+        raise InputError(f"{p}: folder exists and is not empty; choose another out, or pass "
+                         "--overwrite to replace the checkpoint files in it")
+    return p
+
+
 def run_train_spec(spec: TrainSpec,
-                   on_epoch: Callable[[int, dict[str, float]], None] | None = None
-                   ) -> TrainJobResult:
+                   on_epoch: Callable[[int, dict[str, float]], None] | None = None,
+                   overwrite: bool = False) -> TrainJobResult:
     """Train the model ``spec`` describes and write its checkpoint directory ``spec.out``.
 
     With ``spec.mlflow`` set, the run is recorded in MLflow (params, per-epoch metrics with
     step = epoch, best/final summary metrics, the checkpoint as artifacts).
+
+    Raises:
+        InputError: ``spec.out`` is not empty and not ``overwrite`` (checked before training).
+
     """
+    check_out(spec.out, overwrite)
     ds = load_dataset(spec.dataset.name, **spec.dataset.options)
     model = build_model(spec.model, ds.dim, spec.train.seed)
     callbacks = [on_epoch] if on_epoch else []

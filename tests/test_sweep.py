@@ -297,6 +297,13 @@ def test_a_stopped_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     ids = [r.data.tags["trial_id"] for r in done]
     assert len(set(ids)) == 4 and len(ids) == 4  # every trial finished exactly once
     assert before <= set(ids)
+    # resuming the finished sweep again changes nothing, and says so
+    again = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "resume",
+                            str(sweep_dir)], cwd=tmp_path, capture_output=True, text=True,
+                           timeout=600)
+    assert again.returncode == 0 and "already finished" in again.stdout
+    assert "nothing to resume" in again.stdout
+    assert len(finished_trials(uri, "resume")) == 4
 
 
 @pytest.mark.integration

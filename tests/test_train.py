@@ -1,4 +1,5 @@
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -187,3 +188,31 @@ def test_train_cli_bad_yaml_is_one_line_exit_2(tmp_path):
         from flowtopo.specs import TrainSpec, load_spec
 
         load_spec(path, TrainSpec)
+
+
+def test_train_refuses_a_non_empty_out_unless_overwrite(tmp_path):
+    out = tmp_path / "ckpt"
+    out.mkdir()
+    (out / "config.json").write_text("the user's own file")
+    path = write_config(tmp_path)
+    res = runner.invoke(app, ["train", str(path)])
+    assert res.exit_code == 2 and "folder exists and is not empty" in res.output
+    assert "--overwrite" in res.output
+    assert (out / "config.json").read_text() == "the user's own file"  # nothing lost
+    res = runner.invoke(app, ["train", str(path), "--overwrite"])
+    assert res.exit_code == 0, res.output
+    assert load_checkpoint(out).model.k == 2
+
+
+@pytest.mark.parametrize("overrides,args,message", [
+    ({"out": ""}, [], "out: String should have at least 1 character"),
+    ({}, ["--epochs", "0"], "command line: train.epochs: Input should be greater than"),
+    ({}, ["--out", str(Path(__file__))], "exists and is not a folder"),
+])
+def test_train_refuses_bad_out_and_overrides_with_one_line(tmp_path, overrides, args, message):
+    path = write_config(tmp_path, **overrides)
+    before = sorted(p.name for p in Path.cwd().iterdir())
+    res = runner.invoke(app, ["train", str(path), *args])
+    assert res.exit_code == 2 and message in res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert sorted(p.name for p in Path.cwd().iterdir()) == before  # nothing written here

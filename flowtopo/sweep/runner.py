@@ -30,6 +30,7 @@ class SweepResult:
     failed: int = 0
     best: dict[str, Any] = field(default_factory=dict)
     interrupted: bool = False
+    already_finished: bool = False  # a resume of a sweep that had ended: nothing was done
     failures: list[str] = field(default_factory=list)  # one line per failed trial: id: reason
     user_errors: int = 0  # failures that were the user's input (InputError), never retried
 
@@ -222,6 +223,11 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
     ctx = json.loads(ctx_file.read_text())
     spec = SweepSpec.model_validate(ctx["spec"])
     runtime = ctx["runtime"]
+    if ctx.get("finished"):  # resuming a sweep that ended changes nothing
+        done = ctx["finished"]
+        return SweepResult(runtime["sweep_id"], spec.mlflow.experiment, runtime["tracking_uri"],
+                           str(p), runtime["parent_run_id"], done["trials"], done["failed"],
+                           already_finished=True)
     client = mlflow.MlflowClient(runtime["tracking_uri"])
     _close_orphans(client, runtime, "interrupted; the trial restarts on resume")
     init_ray(address or spec.ray_address, runtime["tracking_uri"])
@@ -296,6 +302,7 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
         client.log_metric(pid, key, v)
     if out.best.get("value") is not None:
         client.log_metric(pid, f"best_{spec.metric}", float(out.best["value"]))
+    _mark_finished(Path(storage) / sweep_id, out)
     if out.all_failed:
         client.set_tag(pid, "error", f"no trial finished; {out.failed} failed, e.g. "
                                      f"{out.failures[0] if out.failures else '?'}"[:4000])
@@ -303,6 +310,19 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
     else:
         client.set_terminated(pid, "FINISHED")
     return out
+
+
+def _mark_finished(exp_dir: Path, out: SweepResult) -> None:
+    """Record in the sweep's context that it ended (a later resume does nothing), re-signed."""
+    import json
+
+    from flowtopo.sweep.integrity import sign_folder
+
+    ctx_file = exp_dir / CONTEXT_FILE
+    ctx = json.loads(ctx_file.read_text())
+    ctx["finished"] = {"trials": out.trials, "failed": out.failed}
+    ctx_file.write_text(json.dumps(ctx, indent=2))
+    sign_folder(exp_dir)
 
 
 def _count_failures(out: SweepResult, results: Any) -> None:
