@@ -579,6 +579,16 @@ def demo_headline(summary: dict[str, Any]) -> str:
     return f"headline: {scores}; the fit checks pass"
 
 
+def _check_trials(file: Path, spec: Any) -> None:
+    """`flowtopo.sweep.space.check_trials`, its error naming the YAML file."""
+    from flowtopo.sweep.space import check_trials
+
+    try:
+        check_trials(spec)
+    except InputError as err:
+        raise InputError(f"{file}: {err}") from None
+
+
 @sweep_app.command("validate")
 def sweep_validate(
     file: Annotated[Path, typer.Argument(help="Sweep YAML.")],
@@ -590,6 +600,7 @@ def sweep_validate(
     from flowtopo.sweep.spec import SweepSpec
 
     spec = load_spec(file, SweepSpec)
+    _check_trials(file, spec)  # dataset, every family's config and model, as a trial builds them
     grid = check_grid(spec)
     if grid:
         console.print(f"grid sampler: {grid} grid points")
@@ -617,6 +628,7 @@ def sweep_run(
     from flowtopo.sweep.spec import SweepSpec
 
     spec = load_spec(file, SweepSpec)
+    _check_trials(file, spec)  # a spec no trial could run fails here, before Ray starts
     total = trial_budget(spec)  # also the grid check: a bad grid fails before Ray starts
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=console) as bar:

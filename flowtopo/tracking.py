@@ -8,6 +8,8 @@ the schema migrations).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -40,18 +42,47 @@ def artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
+def mlflow_client(tracking_uri: str) -> Any:
+    """An ``MlflowClient`` for ``tracking_uri``; every flowtopo process opens MLflow here.
+
+    A local sqlite store is created and migrated under an exclusive file lock
+    (``mlflow.db.lock`` beside it): two processes opening a fresh store at once otherwise race
+    on MLflow's schema migrations (one fails with "duplicate column" or an alembic error).
+    """
+    import mlflow
+
+    if not tracking_uri.startswith("sqlite:///"):
+        return mlflow.MlflowClient(tracking_uri)
+    import fcntl
+
+    db = Path(tracking_uri.removeprefix("sqlite:///"))
+    db.parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{db}.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            return mlflow.MlflowClient(tracking_uri)  # creates/migrates the store, eagerly
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
 def ensure_experiment(tracking_uri: str, name: str) -> str:
     """Create (if needed) the store and the experiment ``name``; return its id.
 
     Call this on the driver before any trial starts.
     """
-    import mlflow
+    from mlflow.exceptions import MlflowException
 
-    client = mlflow.MlflowClient(tracking_uri=tracking_uri)
+    client = mlflow_client(tracking_uri)
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(tracking_uri))
+    except MlflowException:  # another process created it since: that one is ours too
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
 
 
 def find_experiment(client: Any, name: str) -> Any:
@@ -90,3 +121,30 @@ def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             out[name] = str(v)[:6000]
     return out
+
+
+@contextmanager
+def run_lifecycle(client: Any, run_id: str, *, finish: bool = True) -> Iterator[str]:
+    """The one lifecycle of a flowtopo MLflow run (train, trial, sweep parent, match parent).
+
+    The block's end sets the run FINISHED (unless ``finish`` is False: the caller decides, e.g.
+    a sweep parent left RUNNING to be resumed); an exception sets it FAILED with an ``error``
+    tag, Ctrl-C sets it KILLED; either way the exception goes on. A run is never left RUNNING
+    by a failure.
+    """
+    try:
+        yield run_id
+    except KeyboardInterrupt:
+        client.set_terminated(run_id, "KILLED")
+        raise
+    except BaseException as err:
+        client.set_tag(run_id, "error", f"{type(err).__name__}: {err}"[:4000])
+        client.set_terminated(run_id, "FAILED")
+        raise
+    if finish:
+        client.set_terminated(run_id, "FINISHED")
+
+
+def maybe_lifecycle(client: Any, run_id: str | None, **options: bool) -> Any:
+    """`run_lifecycle` when there is a run, else a context that does nothing."""
+    return nullcontext() if run_id is None else run_lifecycle(client, run_id, **options)

@@ -68,20 +68,19 @@ def run_train_spec(spec: TrainSpec,
     ds = load_dataset(spec.dataset.name, **spec.dataset.options)
     model = build_model(spec.model, ds.dim, spec.train.seed)
     callbacks = [on_epoch] if on_epoch else []
-    run_id = None
+    run_id, client = None, None
     if spec.mlflow is not None:
-        import mlflow
-
         from flowtopo.tracking import (
             ensure_experiment,
             flatten,
             log_metrics,
+            mlflow_client,
             resolve_tracking_uri,
         )
 
         uri = resolve_tracking_uri(spec.mlflow.tracking_uri)
         exp_id = ensure_experiment(uri, spec.mlflow.experiment)
-        client = mlflow.MlflowClient(uri)
+        client = mlflow_client(uri)
         run = client.create_run(exp_id, tags={"flowtopo.kind": "train",
                                               "dataset": spec.dataset.name,
                                               "family": spec.model.prior.name})
@@ -98,22 +97,18 @@ def run_train_spec(spec: TrainSpec,
         for cb in callbacks:
             cb(epoch, metrics)
 
-    try:
+    from flowtopo.tracking import maybe_lifecycle
+
+    with maybe_lifecycle(client, run_id):  # FAILED, never left RUNNING
         result = train(model, ds.x_train, ds.x_test, spec.train, on_epoch=fan_out)
-    except Exception as err:
+        ckpt = save_checkpoint(spec.out, result.model, ds.standardizer, {
+            "dataset": spec.dataset.model_dump(mode="json"),
+            "train": spec.train.model_dump(mode="json"),
+            "best_epoch": result.best_epoch, "test": result.test,
+        })
         if run_id is not None:
-            client.set_tag(run_id, "error", str(err)[:4000])
-            client.set_terminated(run_id, "FAILED")
-        raise
-    ckpt = save_checkpoint(spec.out, result.model, ds.standardizer, {
-        "dataset": spec.dataset.model_dump(mode="json"),
-        "train": spec.train.model_dump(mode="json"),
-        "best_epoch": result.best_epoch, "test": result.test,
-    })
-    if run_id is not None:
-        log_metrics(client, run_id, {**summary_metrics(result), **result.test})
-        client.log_artifacts(run_id, str(ckpt), "checkpoint")
-        client.set_terminated(run_id, "FINISHED")
+            log_metrics(client, run_id, {**summary_metrics(result), **result.test})
+            client.log_artifacts(run_id, str(ckpt), "checkpoint")
     return TrainJobResult(result, ckpt, ds, run_id)
 
 

@@ -95,6 +95,17 @@ MALFORMED = {
     "not-a-mapping": ("- a\n- b\n", "expected a mapping"),
     "bad-yaml": ("name: [unclosed\n", "invalid YAML"),
     "python-tag": ("name: !!python/object/apply:os.system ['echo hi']\n", "invalid YAML"),
+    # specs that validated, then failed in every trial: now refused before Ray starts
+    "unknown-dataset": (mutate(("dataset", "name"), "nosuch"), "unknown dataset 'nosuch'"),
+    "dataset-option": (mutate(("dataset", "options"), {"n": 600, "colour": 1}),
+                       "unknown option(s) colour"),
+    "k-above-dim": (mutate(("model", "k"), 9), "need 1 <= k <= D, got k=9, D=6"),
+    "flow-param": (mutate(("model", "flow"), {"name": "coupling", "params": {"colour": 1}}),
+                   "bad parameters: unknown 'colour'"),
+    "batch-size-0": (mutate(("search", "batch_size"), [0]),
+                     "batch_size: Input should be greater than or equal to 2"),
+    "narrowing-typo": (mutate(("search", "priors"), {"gmm": {"nosuch": [1, 2]}}),
+                       "search.priors.gmm: unknown key 'nosuch'"),
 }
 
 
@@ -263,6 +274,63 @@ def finished_trials(uri, experiment):
         return []
     return [r for r in client.search_runs([exp.experiment_id], max_results=1000)
             if r.data.tags.get("flowtopo.kind") == "trial" and r.info.status == "FINISHED"]
+
+
+@pytest.mark.integration
+def test_a_sweep_stopped_in_its_seeds_phase_resumes_it(tmp_path):
+    import signal
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "num_samples": 1, "seeds": 4,
+                                    "max_concurrent_trials": 1, "train": {"epochs": 12},
+                                    "mlflow": {"experiment": "seedstop", "tracking_uri": uri}}))
+    proc = subprocess.Popen([sys.executable, "-m", "flowtopo.cli", "sweep", "run", str(path),
+                             "--storage", str(tmp_path / "ray")], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+    def seed_runs(status=None):
+        return [r for r in finished_or_any(uri, "seedstop") if r.data.tags.get("phase") == "seeds"
+                and (status is None or r.info.status == status)]
+
+    deadline = time.time() + 300
+    while time.time() < deadline and not seed_runs("FINISHED"):
+        time.sleep(0.5)
+    assert seed_runs("FINISHED"), "no seed trial finished before the deadline"
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 130, out[-2000:]
+    assert "flowtopo sweep resume" in out
+    before = {r.data.tags["seed"] for r in seed_runs("FINISHED")}
+    assert 1 <= len(before) < 3, "the seeds phase ended before it could be stopped"
+    _, runs = runs_of(uri, "seedstop")
+    (parent,) = [r for r in runs if r.data.tags.get("flowtopo.kind") == "sweep"]
+    assert parent.info.status == "RUNNING"  # not a finished sweep
+    (sweep_dir,) = [p.parent for p in (tmp_path / "ray").glob("*/flowtopo-sweep.json")]
+    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "resume",
+                          str(sweep_dir)], cwd=tmp_path, capture_output=True, text=True,
+                         timeout=600)
+    assert res.returncode == 0, res.stdout[-1500:] + res.stderr[-1500:]
+    seeds = [r.data.tags["seed"] for r in seed_runs("FINISHED")]
+    assert sorted(seeds) == ["1", "2", "3"]  # every seed finished exactly once
+    assert not seed_runs("RUNNING")
+    search = [r for r in finished_or_any(uri, "seedstop") if r.data.tags.get("phase") == "search"]
+    assert len(search) == 1  # the search was not rerun
+    _, runs = runs_of(uri, "seedstop")
+    (parent,) = [r for r in runs if r.data.tags.get("flowtopo.kind") == "sweep"]
+    assert parent.info.status == "FINISHED"
+
+
+def finished_or_any(uri, experiment):
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return []
+    return [r for r in client.search_runs([exp.experiment_id], max_results=1000)
+            if r.data.tags.get("flowtopo.kind") == "trial"]
 
 
 @pytest.mark.integration

@@ -27,16 +27,14 @@ def best_priors(experiment: str, *, tracking_uri: str | None = None,
         InputError: unknown experiment, metric or grouping.
 
     """
-    import mlflow
-
-    from flowtopo.tracking import find_experiment, resolve_tracking_uri
+    from flowtopo.tracking import find_experiment, mlflow_client, resolve_tracking_uri
 
     if metric not in SUMMARY_METRICS:
         raise InputError(f"unknown ranking metric {metric!r}; valid: "
                          f"{', '.join(SUMMARY_METRICS)}")
     if by not in ("family", "dataset"):
         raise InputError(f"--by must be family or dataset, got {by!r}")
-    client = mlflow.MlflowClient(resolve_tracking_uri(tracking_uri))
+    client = mlflow_client(resolve_tracking_uri(tracking_uri))
     exp = find_experiment(client, experiment)
     runs = client.search_runs(
         [exp.experiment_id],
@@ -77,16 +75,14 @@ def measure_reproducibility(rows: list[dict[str, Any]], *, tracking_uri: str | N
     import tempfile
     from pathlib import Path
 
-    import mlflow
-
     from flowtopo.checkpoint import load_checkpoint
     from flowtopo.data import load_dataset
     from flowtopo.pipeline.match import fetch_checkpoint
     from flowtopo.pipeline.reproducibility import pairwise_reproducibility
-    from flowtopo.tracking import resolve_tracking_uri
+    from flowtopo.tracking import mlflow_client, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    client = mlflow.MlflowClient(uri)
+    client = mlflow_client(uri)
     out = [{**r, "repro_leaf_ari": None, "repro_sym_kl": None} for r in rows]
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in out:

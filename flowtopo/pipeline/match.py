@@ -228,12 +228,16 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
         InputError: unknown experiment, method or runs; runs trained on different datasets.
 
     """
-    import mlflow
     import ray
 
     from flowtopo.matching import METHODS, TRANSFORMS
     from flowtopo.sweep.runner import init_ray
-    from flowtopo.tracking import find_experiment, resolve_tracking_uri
+    from flowtopo.tracking import (
+        find_experiment,
+        mlflow_client,
+        resolve_tracking_uri,
+        run_lifecycle,
+    )
 
     for name in [cfg.method, *cfg.baselines]:
         if name not in METHODS or METHODS[name].supervised:
@@ -242,7 +246,7 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
     if cfg.transform not in TRANSFORMS:
         raise InputError(f"unknown transform {cfg.transform!r}; valid: {', '.join(TRANSFORMS)}")
     uri = resolve_tracking_uri(cfg.tracking_uri)
-    client = mlflow.MlflowClient(uri)
+    client = mlflow_client(uri)
     test = None
     if cfg.cross:
         if cfg.experiment or cfg.runs:
@@ -303,11 +307,11 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
             runs[1].info.experiment_id).name)
     parent = client.create_run(exp_id, run_name=match_id, tags=tags)
     pid = parent.info.run_id
-    for key, value in {"method": cfg.method, "transform": cfg.transform, "seed": cfg.seed,
-                       "baselines": ",".join(cfg.baselines),
-                       "dataset": json.dumps(dataset)}.items():
-        client.log_param(pid, key, value)
-    with tempfile.TemporaryDirectory() as tmp:
+    with run_lifecycle(client, pid), tempfile.TemporaryDirectory() as tmp:  # never RUNNING
+        for key, value in {"method": cfg.method, "transform": cfg.transform, "seed": cfg.seed,
+                           "baselines": ",".join(cfg.baselines),
+                           "dataset": json.dumps(dataset)}.items():
+            client.log_param(pid, key, value)
         pair_rows = [_record_pair(client, exp_id, pid, a, b, names, res, cfg,
                                   Path(tmp)) for (a, b), res in results.items()]
         cycles = _cycles(results, names)
@@ -496,4 +500,3 @@ def _record_parent(client: Any, pid: str, summary: dict[str, Any], tmp: Path) ->
     picture = plot_score_matrix(summary["r2_matrix"], [r["name"] for r in summary["runs"]],
                                 tmp / "score_matrix.png", title=f"{summary['method']} R²")
     client.log_artifact(pid, str(picture), "pictures")
-    client.set_terminated(pid, "FINISHED")

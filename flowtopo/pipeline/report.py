@@ -108,14 +108,13 @@ def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None =
 
     """
     import jinja2
-    import mlflow
 
     from flowtopo.pipeline.best import best_priors
     from flowtopo.pipeline.report_plots import plot_families, plot_loss_curves
-    from flowtopo.tracking import find_experiment, resolve_tracking_uri
+    from flowtopo.tracking import find_experiment, mlflow_client, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    client = mlflow.MlflowClient(uri)
+    client = mlflow_client(uri)
     exp = find_experiment(client, experiment)
     trials = client.search_runs([exp.experiment_id],
                                 filter_string="tags.`flowtopo.kind` = 'trial'", max_results=5000)

@@ -127,25 +127,40 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     The sweep's context (spec, MLflow ids) is written beside its Ray Tune results as
     ``flowtopo-sweep.json``, so `resume_sweep` can continue an interrupted sweep.
     """
-    import json
-
-    import mlflow
-    from ray import tune
-    from ray.tune.search.optuna import OptunaSearch
-
-    from flowtopo.sweep.space import define_space, trial_budget
-    from flowtopo.tracking import ensure_experiment, resolve_tracking_uri
+    from flowtopo.sweep.space import trial_budget
+    from flowtopo.tracking import (
+        ensure_experiment,
+        mlflow_client,
+        resolve_tracking_uri,
+        run_lifecycle,
+    )
 
     num_samples = trial_budget(spec)
     uri = resolve_tracking_uri(tracking_uri or spec.mlflow.tracking_uri)
     exp_id = ensure_experiment(uri, spec.mlflow.experiment)  # on the driver, before trials
     storage = str(Path(storage_path or Path.cwd() / "flowtopo-runs" / "ray").resolve())
     sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    client = mlflow.MlflowClient(uri)
+    client = mlflow_client(uri)
     parent = client.create_run(exp_id, run_name=f"sweep {sweep_id}", tags={
         "flowtopo.kind": "sweep", "sweep_id": sweep_id, "dataset": spec.dataset.name,
         "search_trials": str(num_samples)})
     pid = parent.info.run_id
+    with run_lifecycle(client, pid, finish=False):  # a failure is FAILED, never RUNNING
+        return _search(spec, client, pid, uri, exp_id, storage, sweep_id, num_samples, address,
+                       callbacks, yaml_text)
+
+
+def _search(spec: SweepSpec, client: Any, pid: str, uri: str, exp_id: str, storage: str,
+            sweep_id: str, num_samples: int, address: str | None, callbacks: list[Any] | None,
+            yaml_text: str | None) -> SweepResult:
+    """The search phase of `run_sweep` (then `_finish`), its parent run ``pid`` created."""
+    import json
+
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    from flowtopo.sweep.space import define_space
+
     if yaml_text:
         client.log_text(pid, yaml_text, "sweep.yaml")
     client.log_dict(pid, spec.model_dump(mode="json"), "sweep.json")
@@ -175,7 +190,8 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
                                     num_samples=num_samples,
                                     max_concurrent_trials=spec.max_concurrent_trials),
         run_config=tune.RunConfig(
-            name=sweep_id, storage_path=storage, verbose=0, callbacks=callbacks or [],
+            # a copy of the callbacks: Ray appends its loggers (holding this phase's trials)
+            name=sweep_id, storage_path=storage, verbose=0, callbacks=list(callbacks or []),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures,
                                               fail_fast=spec.fail_fast)))
     return _finish(_fit_and_sign(tuner, exp_dir), spec, runtime, storage, callbacks)
@@ -209,11 +225,11 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
     """
     import json
 
-    import mlflow
     from ray import tune
 
     from flowtopo.errors import InputError
     from flowtopo.sweep.integrity import verify_folder
+    from flowtopo.tracking import mlflow_client, run_lifecycle
 
     p = Path(path).resolve()
     ctx_file = p / CONTEXT_FILE
@@ -228,12 +244,15 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
         return SweepResult(runtime["sweep_id"], spec.mlflow.experiment, runtime["tracking_uri"],
                            str(p), runtime["parent_run_id"], done["trials"], done["failed"],
                            already_finished=True)
-    client = mlflow.MlflowClient(runtime["tracking_uri"])
-    _close_orphans(client, runtime, "interrupted; the trial restarts on resume")
-    init_ray(address or spec.ray_address, runtime["tracking_uri"])
-    tuner = tune.Tuner.restore(str(p), trainable=trainable_for(spec), resume_unfinished=True,
-                               resume_errored=False)
-    return _finish(_fit_and_sign(tuner, p), spec, runtime, ctx["storage"], callbacks)
+    client = mlflow_client(runtime["tracking_uri"])
+    with run_lifecycle(client, runtime["parent_run_id"], finish=False):  # FAILED on a failure
+        _close_orphans(client, runtime, "interrupted; the trial restarts on resume")
+        init_ray(address or spec.ray_address, runtime["tracking_uri"])
+        if ctx.get("phase") == "seeds":  # the search had ended (its summary is in the context)
+            return _finish(None, spec, runtime, ctx["storage"], callbacks, search=ctx["search"])
+        tuner = tune.Tuner.restore(str(p), trainable=trainable_for(spec),
+                                   resume_unfinished=True, resume_errored=False)
+        return _finish(_fit_and_sign(tuner, p), spec, runtime, ctx["storage"], callbacks)
 
 
 def _close_orphans(client: Any, runtime: dict[str, Any], why: str) -> None:
@@ -253,56 +272,75 @@ def interrupted(results: Any) -> bool:
 
 
 def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str,
-            callbacks: list[Any] | None) -> SweepResult:
-    """Seeds phase and the sweep summary, unless the search was interrupted."""
-    import mlflow
+            callbacks: list[Any] | None, search: dict[str, Any] | None = None) -> SweepResult:
+    """Seeds phase and the sweep summary, unless the search was interrupted.
+
+    The seeds phase is interruptible like the search: when it begins, the search's summary is
+    written in the sweep's context (so a resume never unpickles the search again); its own
+    Ray Tune folder (``STORAGE/SWEEP_ID-seeds``) is signed when it stops; given ``search``
+    (that summary, on a resume) it is restored instead of started again.
+    """
     from ray import tune
 
+    from flowtopo.tracking import mlflow_client
+
     sweep_id, pid = runtime["sweep_id"], runtime["parent_run_id"]
-    client = mlflow.MlflowClient(runtime["tracking_uri"])
-    out = SweepResult(sweep_id, spec.mlflow.experiment, runtime["tracking_uri"],
-                      str(Path(storage) / sweep_id), pid, len(results))
-    _count_failures(out, results)
-    if interrupted(results):
-        out.interrupted = True
-        return out
-    _close_orphans(client, runtime, "by the scheduler (its run was closed when the sweep finished)")
-    best_per_family = _best_per_family(results, spec)
+    exp_dir = Path(storage) / sweep_id
+    client = mlflow_client(runtime["tracking_uri"])
+    out = SweepResult(sweep_id, spec.mlflow.experiment, runtime["tracking_uri"], str(exp_dir),
+                      pid)
+    resume_seeds = search is not None
+    if search is None:  # the search phase has just stopped
+        out.trials = len(results)
+        _count_failures(out, results)
+        if interrupted(results):
+            out.interrupted = True
+            return out
+        _close_orphans(client, runtime, "by the scheduler (its run was closed when the sweep "
+                                        "finished)")
+        if out.failed < out.trials:
+            out.best = _best_result(results, spec, runtime, client)
+        search = {"trials": out.trials, "failed": out.failed, "failures": out.failures,
+                  "user_errors": out.user_errors, "best": out.best,
+                  "families": _best_per_family(results, spec)}
+    else:
+        out.trials, out.failed, out.user_errors = (search["trials"], search["failed"],
+                                                   search["user_errors"])
+        out.failures, out.best = list(search["failures"]), dict(search["best"])
+    best_per_family = search["families"]
     if spec.seeds > 1 and best_per_family:
-        spec_json = spec.model_dump(mode="json")
-        configs = [{**params, "sweep": spec_json, "runtime": {**runtime, "phase": "seeds"},
-                    "seed": s} for params in best_per_family.values()
-                   for s in range(1, spec.seeds)]
-        replica = tune.Tuner(
-            _unpack_trainable(spec),
-            param_space={"cfg": tune.grid_search(configs)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials),
-            run_config=tune.RunConfig(
-                name=f"{sweep_id}-seeds", storage_path=storage, verbose=0,
-                callbacks=callbacks or [],
-                failure_config=tune.FailureConfig(max_failures=spec.max_failures)))
-        seed_results = replica.fit()
+        seeds_dir = Path(storage) / f"{sweep_id}-seeds"
+        if resume_seeds and (seeds_dir / "tuner.pkl").is_file():
+            from flowtopo.sweep.integrity import verify_folder
+
+            verify_folder(seeds_dir)  # before Ray unpickles anything in it
+            replica = tune.Tuner.restore(str(seeds_dir), trainable=_unpack_trainable(spec),
+                                         resume_unfinished=True, resume_errored=False)
+        else:
+            spec_json = spec.model_dump(mode="json")
+            configs = [{**params, "sweep": spec_json, "runtime": {**runtime, "phase": "seeds"},
+                        "seed": s} for params in best_per_family.values()
+                       for s in range(1, spec.seeds)]
+            replica = tune.Tuner(
+                _unpack_trainable(spec),
+                param_space={"cfg": tune.grid_search(configs)},
+                tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials),
+                run_config=tune.RunConfig(
+                    name=seeds_dir.name, storage_path=storage, verbose=0,
+                    callbacks=list(callbacks or []),  # a copy: Ray appends its loggers to it
+                    failure_config=tune.FailureConfig(max_failures=spec.max_failures)))
+        _update_context(exp_dir, phase="seeds", search=search)
+        seed_results = _fit_and_sign(replica, seeds_dir)
         out.trials += len(seed_results)
         _count_failures(out, seed_results)
-    try:
-        if out.all_failed:
-            raise RuntimeError("no finished trial to rank")
-        b = results.get_best_result(metric=spec.metric, mode=spec.mode, filter_nan_and_inf=True)
-        run_id = b.metrics.get("mlflow_run_id")
-        if run_id is None:  # stopped early: no final report; find its run by trial id
-            found = client.search_runs([runtime["experiment_id"]], filter_string=(
-                f"tags.sweep_id = '{sweep_id}' and tags.trial_id = '{b.metrics.get('trial_id')}'"))
-            run_id = found[0].info.run_id if found else None
-        out.best = {"metric": spec.metric, "value": b.metrics.get(spec.metric),
-                    "config": {k: v for k, v in b.config.items() if k not in ("runtime",)},
-                    "mlflow_run_id": run_id}
-    except RuntimeError:
-        pass
+        if interrupted(seed_results):
+            out.interrupted = True
+            return out
     for key, v in (("trials", out.trials), ("failed_trials", out.failed)):
         client.log_metric(pid, key, v)
     if out.best.get("value") is not None:
         client.log_metric(pid, f"best_{spec.metric}", float(out.best["value"]))
-    _mark_finished(Path(storage) / sweep_id, out)
+    _mark_finished(exp_dir, out)
     if out.all_failed:
         client.set_tag(pid, "error", f"no trial finished; {out.failed} failed, e.g. "
                                      f"{out.failures[0] if out.failures else '?'}"[:4000])
@@ -312,17 +350,40 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
     return out
 
 
-def _mark_finished(exp_dir: Path, out: SweepResult) -> None:
-    """Record in the sweep's context that it ended (a later resume does nothing), re-signed."""
+def _best_result(results: Any, spec: SweepSpec, runtime: dict[str, Any],
+                 client: Any) -> dict[str, Any]:
+    """The search's best trial (Ray Tune's choice on ``spec.metric``) and its MLflow run."""
+    try:
+        b = results.get_best_result(metric=spec.metric, mode=spec.mode, filter_nan_and_inf=True)
+    except RuntimeError:  # no trial reported a finite metric
+        return {}
+    run_id = b.metrics.get("mlflow_run_id")
+    if run_id is None:  # stopped early: no final report; find its run by trial id
+        found = client.search_runs([runtime["experiment_id"]], filter_string=(
+            f"tags.sweep_id = '{runtime['sweep_id']}' and tags.trial_id = "
+            f"'{b.metrics.get('trial_id')}'"))
+        run_id = found[0].info.run_id if found else None
+    return {"metric": spec.metric, "value": b.metrics.get(spec.metric),
+            "config": {k: v for k, v in b.config.items() if k not in ("runtime",)},
+            "mlflow_run_id": run_id}
+
+
+def _update_context(exp_dir: Path, **fields: Any) -> None:
+    """Set ``fields`` in the sweep's context file and sign the folder again."""
     import json
 
     from flowtopo.sweep.integrity import sign_folder
 
     ctx_file = exp_dir / CONTEXT_FILE
     ctx = json.loads(ctx_file.read_text())
-    ctx["finished"] = {"trials": out.trials, "failed": out.failed}
-    ctx_file.write_text(json.dumps(ctx, indent=2))
+    ctx.update(fields)
+    ctx_file.write_text(json.dumps(ctx, indent=2, default=str))
     sign_folder(exp_dir)
+
+
+def _mark_finished(exp_dir: Path, out: SweepResult) -> None:
+    """Record in the sweep's context that it ended: a later resume does nothing."""
+    _update_context(exp_dir, finished={"trials": out.trials, "failed": out.failed})
 
 
 def _count_failures(out: SweepResult, results: Any) -> None:

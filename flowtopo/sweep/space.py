@@ -9,7 +9,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from flowtopo.priors import suggest_prior
+from flowtopo.priors import PRIORS, suggest_prior
 from flowtopo.specs import DatasetSpec, ModelSpec, Named, TrainSpec
 from flowtopo.sweep.spec import SweepSpec
 from flowtopo.train import TrainConfig
@@ -108,3 +108,71 @@ def sample_configs(spec: SweepSpec, n: int, seed: int = 0) -> list[dict[str, Any
         out.append(_suggest(trial, spec))
         study.tell(trial, 0.0)
     return out
+
+
+class _Seen(dict):
+    """A family's narrowing dict that records which keys the family's ``suggest`` read."""
+
+    def __init__(self, items: dict[str, Any]) -> None:
+        super().__init__(items)
+        self.seen: set[str] = set()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``dict.get``, recorded."""
+        self.seen.add(key)
+        return super().get(key, default)
+
+    def __getitem__(self, key: str) -> Any:
+        self.seen.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.seen.add(str(key))
+        return super().__contains__(key)
+
+
+def check_trials(spec: SweepSpec, seed: int = 0) -> int:
+    """Build what a trial of every family would build, without training: fail before Ray.
+
+    Loads the dataset (its name and options), resolves one configuration per prior family
+    (every narrowing key must be one the family reads), validates its training config (batch
+    size, learning rate) and builds its model (``k`` <= D, flow and prior parameters).
+
+    Returns:
+        The number of families checked.
+
+    Raises:
+        InputError: the first problem, in one line.
+
+    """
+    import optuna
+    from pydantic import ValidationError
+
+    from flowtopo.data import load_dataset
+    from flowtopo.errors import InputError
+    from flowtopo.train_run import build_model
+
+    ds = load_dataset(spec.dataset.name, **spec.dataset.options)
+    k = int(spec.model.get("k", 2))
+    priors = {f: _Seen(dict(v or {})) for f, v in spec.search.priors.items()}
+    probe = spec.model_copy(update={"search": spec.search.model_copy(update={"priors": priors})})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
+    families = [f for f in priors if f in PRIORS and PRIORS[f].min_k <= k]
+    for fam in families or list(priors):
+        study.enqueue_trial({"prior": fam})
+        trial = study.ask()
+        _suggest(trial, probe)
+        unread = sorted(set(priors[fam]) - priors[fam].seen)
+        if unread:
+            raise InputError(f"search.priors.{fam}: unknown key {', '.join(map(repr, unread))} "
+                             f"(the family never reads it)")
+        try:
+            ts = resolve(trial.params, spec, seed, "unused", "cpu")
+        except ValidationError as err:
+            e = err.errors()[0]
+            where = ".".join(str(p) for p in e["loc"])
+            raise InputError(f"a {fam} trial's config: {where}: {e['msg']}") from None
+        build_model(ts.model, ds.dim, seed)
+        study.tell(trial, 0.0)
+    return len(families)

@@ -14,7 +14,6 @@ USER_ERROR = "user_error"  # the key of the one result a trial reports when its 
 
 def train_trial(config: dict[str, Any]) -> None:
     """The trainable: ``config`` holds Optuna's parameters, ``sweep``, ``runtime``, ``seed``."""
-    import mlflow
     from ray import tune
 
     from flowtopo.checkpoint import save_checkpoint
@@ -22,7 +21,7 @@ def train_trial(config: dict[str, Any]) -> None:
     from flowtopo.errors import InputError
     from flowtopo.sweep.space import resolve
     from flowtopo.sweep.spec import SweepSpec
-    from flowtopo.tracking import flatten, log_metrics
+    from flowtopo.tracking import flatten, log_metrics, mlflow_client
     from flowtopo.train import train
     from flowtopo.train_run import build_model, summary_metrics
 
@@ -32,7 +31,7 @@ def train_trial(config: dict[str, Any]) -> None:
     params = {k: v for k, v in config.items() if k not in RESERVED}
     trial_dir = tune.get_context().get_trial_dir() or os.getcwd()
     device = spec.resources.device
-    client = mlflow.MlflowClient(rt["tracking_uri"])
+    client = mlflow_client(rt["tracking_uri"])
     trial_id = tune.get_context().get_trial_id()
     run = client.create_run(rt["experiment_id"], run_name=f"{trial_id}-s{seed}", tags={
         "mlflow.parentRunId": rt["parent_run_id"], "flowtopo.kind": "trial",
