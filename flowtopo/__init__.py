@@ -5,9 +5,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place the version is written (pyproject reads it)
+
+if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs (no import at run time)
+    from flowtopo.matching import AlignResult, LatentSpace, align
+    from flowtopo.metrics import translation_scores
+    from flowtopo.topology import DensityTree, density_tree
 
 _LAZY = {
     "align": ("flowtopo.matching", "align"),
@@ -20,6 +25,11 @@ _LAZY = {
 
 __all__ = ["AlignResult", "DensityTree", "LatentSpace", "align", "density_tree",
            "translation_scores"]
+
+
+def __dir__() -> list[str]:
+    """The module's names, the lazy ones included (``dir(flowtopo)``, completion)."""
+    return sorted({*globals(), *__all__})
 
 
 def __getattr__(name: str) -> Any:

@@ -1,5 +1,7 @@
 """Errors a user can cause. The CLI prints them as one line and exits with code 2."""
 
+from collections.abc import Callable
+
 
 class InputError(ValueError):
     """Bad input from a user: a file, a YAML spec, an argument or data (NaN, wrong shape).
@@ -9,7 +11,8 @@ class InputError(ValueError):
     """
 
 
-def check_keywords(what: str, fn: object, given: dict, fixed: tuple[str, ...] = ()) -> None:
+def check_keywords(what: str, fn: Callable[..., object], given: dict,
+                   fixed: tuple[str, ...] = ()) -> None:
     """Refuse keyword arguments ``fn`` does not take, naming the valid ones.
 
     Checked against ``fn``'s signature before the call, so a ``TypeError`` raised inside ``fn``

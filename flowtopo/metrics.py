@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -63,7 +63,7 @@ def translation_scores(z_source: np.ndarray, z_target: np.ndarray,
     return out
 
 
-def cycle_error(z: np.ndarray, maps: list[Callable[[np.ndarray], np.ndarray]]) -> float:
+def cycle_error(z: np.ndarray, maps: Sequence[Callable[[np.ndarray], np.ndarray]]) -> float:
     """‖T_n ∘ … ∘ T_1(z) − z‖² / ‖z − mean z‖² on test latents z (n, k)."""
     out = np.asarray(z, np.float64)
     for m in maps:

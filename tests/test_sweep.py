@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from flowtopo.specs import load_spec
 from flowtopo.sweep.space import sample_configs
@@ -90,6 +91,7 @@ MALFORMED = {
     "bad-sampler": (mutate(("sampler",), "cmaes"), "sampler: Input should be"),
     "bad-metric": (mutate(("metric",), "accuracy"), "metric: Input should be"),
     "train-lr": (mutate(("train", "lr"), 0.1), "set by the sweep"),
+    "train-device": (mutate(("train", "device"), "cuda"), "device are set by the sweep"),
     "train-unknown": (mutate(("train", "epochz"), 3), "epochz"),
     "bad-gpu": (mutate(("resources", "gpu"), -1), "resources.gpu"),
     "not-a-mapping": ("- a\n- b\n", "expected a mapping"),
@@ -106,6 +108,10 @@ MALFORMED = {
                      "batch_size: Input should be greater than or equal to 2"),
     "narrowing-typo": (mutate(("search", "priors"), {"gmm": {"nosuch": [1, 2]}}),
                        "search.priors.gmm: unknown key 'nosuch'"),
+    "one-bad-flow-choice": (mutate(("search", "flow"), {"activation": ["tanh", "bogus"]}),
+                            "unknown activation 'bogus'"),
+    "one-bad-batch-size": (mutate(("search", "batch_size"), [128, 1]),
+                           "Input should be greater than or equal to 2"),
 }
 
 
@@ -244,25 +250,43 @@ def test_sweep_run_cli_end_to_end(tmp_path):
 
 
 @pytest.mark.integration
-def test_a_sweep_where_every_trial_fails_says_so_and_retries_no_user_error(tmp_path):
-    path = tmp_path / "bad.yaml"
+def test_a_sweep_where_every_trial_fails_says_so_and_retries_no_user_error(tmp_path, ray_local):
+    # Through the library: `sweep run` would refuse this spec before Ray (check_trials); a
+    # trial can still meet bad input that only exists where it runs (a path on a worker).
+    from flowtopo.sweep.runner import run_sweep
+
     uri = f"sqlite:///{tmp_path / 'm.db'}"
-    path.write_text(yaml.safe_dump({
-        **TINY, "num_samples": 2, "max_failures": 2,  # a user error is never retried
-        "search": {**TINY["search"], "flow": {"activation": ["bogus"]}},
-        "mlflow": {"experiment": "allbad", "tracking_uri": uri}}))
-    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "run", str(path),
-                          "--storage", str(tmp_path / "ray")], capture_output=True, text=True,
-                         timeout=600, cwd=tmp_path)
-    assert res.returncode == 2, res.stdout[-1500:] + res.stderr[-1500:]
-    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("failed trial ")]
-    assert len(lines) == 2 and all("unknown activation 'bogus'" in ln for ln in lines)
-    assert "error: no trial of sweep" in res.stderr and "Traceback" not in res.stderr
+    bad = {**TINY, "num_samples": 2, "max_failures": 2,  # a user error is never retried
+           "search": {**TINY["search"], "flow": {"activation": ["bogus"]}},
+           "mlflow": {"experiment": "allbad", "tracking_uri": uri}}
+    res = run_sweep(SweepSpec.model_validate(bad), storage_path=tmp_path / "ray")
+    assert res.all_failed and res.user_errors_only and res.failed == res.trials == 2
+    assert len(res.failures) == 2
+    assert all("unknown activation 'bogus'" in line for line in res.failures)
     _, runs = runs_of(uri, "allbad")
     trials = [r for r in runs if r.data.tags.get("flowtopo.kind") == "trial"]
     (parent,) = [r for r in runs if r.data.tags.get("flowtopo.kind") == "sweep"]
     assert len(trials) == 2 and all(r.info.status == "FAILED" for r in trials)  # no retries
     assert parent.info.status == "FAILED" and "no trial finished" in parent.data.tags["error"]
+
+
+@pytest.mark.parametrize("user_errors,code", [(2, 2), (1, 1)])
+def test_sweep_run_exits_non_zero_with_a_line_per_failed_trial(tmp_path, monkeypatch,
+                                                                user_errors, code):
+    import flowtopo.sweep.runner as runner
+    from flowtopo.cli import app
+
+    def all_failed(spec, **kwargs):
+        return runner.SweepResult("s-1", "e", "sqlite:///x", str(tmp_path), "p", trials=2,
+                                  failed=2, user_errors=user_errors,
+                                  failures=["t1: bad input here", "t2: CUDA out of memory"])
+
+    monkeypatch.setattr(runner, "run_sweep", all_failed)
+    res = CliRunner().invoke(app, ["sweep", "run", "sweeps/quickstart.yaml"])
+    assert res.exit_code == code
+    assert "failed trial t1: bad input here" in res.output
+    assert "failed trial t2: CUDA out of memory" in res.output
+    assert "error: no trial of sweep s-1 finished (2 failed)" in res.output
 
 
 def finished_trials(uri, experiment):
@@ -450,3 +474,56 @@ def test_grid_sampler_needs_a_finite_space(tmp_path):
     path.write_text(yaml.safe_dump({**TINY, "sampler": "grid"}))
     res = cli("sweep", "validate", str(path))
     assert res.returncode == 2 and "grid needs a finite space" in res.stderr
+
+
+@pytest.mark.parametrize("narrowing,sampled", [
+    ({"components": [4, 8]}, lambda v: 4 <= v <= 8),  # a bare pair: a range, as documented
+    ({"components": {"low": 4, "high": 8}}, lambda v: 4 <= v <= 8),
+    ({"components": {"values": [4, 8, 16]}}, lambda v: v in (4, 8, 16)),
+    ({"components": 12}, lambda v: v == 12),
+])
+def test_prior_narrowing_has_one_reading(narrowing, sampled):
+    spec = SweepSpec.model_validate({**BASE, "search": {**BASE["search"],
+                                                        "priors": {"gmm": narrowing}}})
+    values = [c["prior"]["params"]["components"] for c in sample_configs(spec, 12)]
+    assert all(sampled(v) for v in values), values
+    if "values" in str(narrowing):
+        assert 16 in values  # a choice beyond the first two is reachable
+
+
+@pytest.mark.parametrize("narrowing,message", [
+    ({"components": [4, 8, 16]}, "a list of 3 numbers is ambiguous: write {low: A, high: B} "
+                                 "for a range or {values: [4, 8, 16]} for choices"),
+    ({"components": {"low": 4}}, "write {low: A, high: B}"),
+    ({"components": {"values": []}}, "values must be a non-empty list"),
+    ({"spread": [1.0, float("inf")]}, "a range needs finite bounds with low <= high"),
+    ({"spread": [3.0, 1.0]}, "a range needs finite bounds with low <= high"),
+    ({"spread": {"low": "a", "high": 2}}, "range bounds must be numbers"),
+])
+def test_ambiguous_or_bad_narrowing_is_one_line(tmp_path, narrowing, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "search": {**BASE["search"],
+                                                       "priors": {"gmm": narrowing}}}))
+    res = CliRunner().invoke(app_for_tests(), ["sweep", "validate", str(path)])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and len(res.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("search,message", [
+    ({"lr": [1e-3, float("inf")]}, "lr must be [low, high], finite"),
+    ({"lr": [float("nan"), 1e-3]}, "lr must be [low, high], finite"),
+    ({"batch_size": []}, "list at least one choice"),
+    ({"flow": {"activation": []}}, "flow.activation: list at least one choice"),
+])
+def test_empty_choices_and_infinite_bounds_are_one_line(tmp_path, search, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "search": {**BASE["search"], **search}}))
+    res = CliRunner().invoke(app_for_tests(), ["sweep", "validate", str(path)])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and len(res.output.strip().splitlines()) == 1
+
+
+def app_for_tests():
+    from flowtopo.cli import app
+
+    return app

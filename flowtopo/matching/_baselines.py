@@ -43,14 +43,13 @@ def align_gw(source: LatentSpace, target: LatentSpace, *, transform: str = "affi
     cs, ct = ot.dist(xs, xs, metric="euclidean"), ot.dist(xt, xt, metric="euclidean")
     cs, ct = cs / cs.max(), ct / ct.max()
     p, q = ot.unif(len(xs)), ot.unif(len(xt))
-    best = None
+    runs = []
     for attempt in range(3):  # GW is non-convex: a few random starts, keep the lowest loss
         g0 = rng.permutation(np.eye(len(xs), len(xt))) / len(xs) if attempt else None
         plan, log = ot.gromov.gromov_wasserstein(cs, ct, p, q, loss_fun="square_loss",
                                                  log=True, G0=g0)
-        if best is None or log["gw_dist"] < best[1]:
-            best = (plan, float(log["gw_dist"]))
-    plan, value = best
+        runs.append((float(log["gw_dist"]), attempt, plan))
+    value, _, plan = min(runs, key=lambda r: (r[0], r[1]))
     ys = (plan @ xt) / plan.sum(1, keepdims=True)
     a, b = fit_map(transform, xs, ys)
     res = fit_residual(xs, ys, a, b, seed=seed) if transform == "nonlinear" else None
@@ -70,13 +69,10 @@ def align_cluster_qap(source: LatentSpace, target: LatentSpace, *, transform: st
     ct = KMeans(k, n_init=4, random_state=seed).fit(target.points).cluster_centers_
     ds, dt = np.linalg.norm(cs[:, None] - cs[None], axis=-1), np.linalg.norm(
         ct[:, None] - ct[None], axis=-1)
-    best = None
-    for r in range(restarts):
-        res = quadratic_assignment(ds, dt, method="faq", options={
-            "maximize": True, "rng": np.random.default_rng(seed + r),
-            "P0": "randomized" if r else "barycenter"})
-        if best is None or res.fun > best.fun:
-            best = res
+    tries = [quadratic_assignment(ds, dt, method="faq", options={
+        "maximize": True, "rng": np.random.default_rng(seed + r),
+        "P0": "randomized" if r else "barycenter"}) for r in range(max(1, restarts))]
+    best = max(tries, key=lambda res: res.fun)  # the first of equals, as before
     perm = best.col_ind
     a, b = fit_map("orthogonal", cs, ct[perm])
     for _ in range(iters):  # refinement: nearest target centroid, refit

@@ -143,15 +143,78 @@ def positive(value: float, what: str, family: str) -> float:
     return float(value)
 
 
+_RANGE_KEYS = {"low", "high", "log"}
+
+
+def _narrowing(name: str, spec: Any, numeric: bool) -> tuple[str, Any]:
+    """Read a narrowing written in the sweep YAML; return its kind and value.
+
+    Kinds: ``("fixed", value)``; ``("values", [choices])`` from ``{values: [...]}`` (or, for a
+    categorical parameter, a bare list); ``("range", (low, high, log))`` from
+    ``{low, high[, log]}`` or, for a number, a bare ``[low, high]``. A bare list of another
+    length for a number is refused: ``[4, 8, 16]`` would otherwise read as the range 4..8.
+
+    Raises:
+        InputError: an ambiguous list, unknown keys, an empty choice list, a bound that is not
+            a finite number or a range with low > high.
+
+    """
+    if isinstance(spec, dict):
+        if set(spec) == {"values"}:
+            values = spec["values"]
+            if not isinstance(values, list) or not values:
+                raise InputError(f"{name}: values must be a non-empty list")
+            return "values", values
+        if not spec or not set(spec) <= _RANGE_KEYS or not {"low", "high"} <= set(spec):
+            raise InputError(f"{name}: write {{low: A, high: B}} (optionally log: true) for a "
+                             f"range or {{values: [...]}} for choices, got keys {sorted(spec)}")
+        if not numeric:
+            raise InputError(f"{name}: a range needs a numeric parameter; use {{values: [...]}}")
+        return "range", _bounds(name, spec["low"], spec["high"], spec.get("log"))
+    if isinstance(spec, list | tuple):
+        if not numeric:
+            if not spec:
+                raise InputError(f"{name}: an empty list of choices")
+            return "values", list(spec)
+        if len(spec) != 2:
+            raise InputError(f"{name}: a list of {len(spec)} numbers is ambiguous: write "
+                             f"{{low: A, high: B}} for a range or {{values: {list(spec)}}} for "
+                             "choices")
+        return "range", _bounds(name, spec[0], spec[1], None)
+    return "fixed", spec
+
+
+def _bounds(name: str, low: Any, high: Any, log: Any) -> tuple[float, float, bool | None]:
+    import math
+
+    try:
+        lo, hi = float(low), float(high)
+    except (TypeError, ValueError):
+        raise InputError(f"{name}: range bounds must be numbers, got {low!r} and "
+                         f"{high!r}") from None
+    if not (math.isfinite(lo) and math.isfinite(hi)) or lo > hi:
+        raise InputError(f"{name}: a range needs finite bounds with low <= high, got "
+                         f"[{low}, {high}]")
+    if log is not None and not isinstance(log, bool):
+        raise InputError(f"{name}: log must be true or false, got {log!r}")
+    return lo, hi, log
+
+
 def suggest_float(trial: Trial, name: str, low: float, high: float, narrow: dict[str, Any],
                   key: str, *, log: bool = False) -> float:
-    """Suggest ``name`` in [low, high], narrowed by ``narrow[key]`` (a [lo, hi] pair or a value)."""
+    """Suggest ``name`` in [low, high], narrowed by ``narrow[key]`` (see `_narrowing`)."""
     spec = narrow.get(key)
     if spec is None:
         return trial.suggest_float(name, low, high, log=log)
-    if isinstance(spec, list | tuple):
-        return trial.suggest_float(name, float(spec[0]), float(spec[1]), log=log)
-    return float(spec)
+    kind, value = _narrowing(name, spec, numeric=True)
+    if kind == "values":
+        return float(trial.suggest_categorical(name, [float(v) for v in value]))
+    if kind == "range":
+        lo, hi, lg = value
+        if (lg if lg is not None else log) and lo <= 0:
+            raise InputError(f"{name}: a log range needs low > 0, got {lo}")
+        return trial.suggest_float(name, lo, hi, log=lg if lg is not None else log)
+    return float(value)
 
 
 def suggest_int(trial: Trial, name: str, low: int, high: int, narrow: dict[str, Any],
@@ -160,17 +223,22 @@ def suggest_int(trial: Trial, name: str, low: int, high: int, narrow: dict[str, 
     spec = narrow.get(key)
     if spec is None:
         return trial.suggest_int(name, low, high)
-    if isinstance(spec, list | tuple):
-        return trial.suggest_int(name, int(spec[0]), int(spec[1]))
-    return int(spec)
+    kind, value = _narrowing(name, spec, numeric=True)
+    if kind == "values":
+        return int(trial.suggest_categorical(name, [int(v) for v in value]))
+    if kind == "range":
+        lo, hi, lg = value
+        return trial.suggest_int(name, int(lo), int(hi), log=bool(lg))
+    return int(value)
 
 
 def suggest_choice(trial: Trial, name: str, choices: list[Any], narrow: dict[str, Any],
                    key: str) -> Any:
-    """Suggest one of ``choices`` (or of ``narrow[key]`` when that is a list)."""
+    """Suggest one of ``choices`` (or of the narrowed ``narrow[key]``: a list or {values})."""
     spec = narrow.get(key)
     if spec is None:
         return trial.suggest_categorical(name, choices)
-    if isinstance(spec, list):
-        return trial.suggest_categorical(name, spec)
-    return spec
+    kind, value = _narrowing(name, spec, numeric=False)
+    if kind == "values":
+        return trial.suggest_categorical(name, value)
+    return value

@@ -175,4 +175,23 @@ def check_trials(spec: SweepSpec, seed: int = 0) -> int:
             raise InputError(f"a {fam} trial's config: {where}: {e['msg']}") from None
         build_model(ts.model, ds.dim, seed)
         study.tell(trial, 0.0)
+    _check_every_choice(spec, ds.dim)
     return len(families)
+
+
+def _check_every_choice(spec: SweepSpec, dim: int) -> None:
+    """Each flow choice and batch size on its own (a random draw would miss the bad one)."""
+    from pydantic import ValidationError
+
+    from flowtopo.errors import InputError
+    from flowtopo.flows import build_flow
+
+    flow = Named.model_validate(spec.model.get("flow", {"name": "coupling"}))
+    for p, choices in spec.search.flow.items():
+        for value in choices:
+            build_flow({"name": flow.name, "params": {**flow.params, p: value}}, dim)
+    for b in spec.search.batch_size:
+        try:
+            TrainConfig.model_validate({**spec.train, "batch_size": b})
+        except ValidationError as err:
+            raise InputError(f"search.batch_size {b!r}: {err.errors()[0]['msg']}") from None

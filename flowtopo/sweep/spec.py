@@ -37,8 +37,25 @@ class SearchSpec(BaseModel):
     @field_validator("lr")
     @classmethod
     def _range(cls, v: list[float]) -> list[float]:
-        if len(v) != 2 or not 0 < v[0] <= v[1]:
-            raise ValueError("lr must be [low, high] with 0 < low <= high")
+        import math
+
+        if len(v) != 2 or not all(math.isfinite(x) for x in v) or not 0 < v[0] <= v[1]:
+            raise ValueError(f"lr must be [low, high], finite, with 0 < low <= high; got {v}")
+        return v
+
+    @field_validator("batch_size")
+    @classmethod
+    def _choices(cls, v: list[int]) -> list[int]:
+        if not v:
+            raise ValueError("batch_size: list at least one choice")
+        return v
+
+    @field_validator("flow")
+    @classmethod
+    def _flow_choices(cls, v: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        empty = [p for p, choices in v.items() if not choices]
+        if empty:
+            raise ValueError(f"flow.{empty[0]}: list at least one choice")
         return v
 
 
@@ -91,9 +108,9 @@ class SweepSpec(BaseModel):
         from flowtopo.train import TrainConfig
 
         ModelSpec.model_validate({**self.model, "prior": {"name": "gaussian"}})
-        forbidden = {"lr", "batch_size", "regularizer", "seed"} & set(self.train)
+        forbidden = {"lr", "batch_size", "regularizer", "seed", "device"} & set(self.train)
         if forbidden:
             raise ValueError(f"train: {', '.join(sorted(forbidden))} are set by the sweep "
-                             "(search/regularizer/seeds), not under train")
+                             "(search/regularizer/seeds/resources), not under train")
         TrainConfig.model_validate(self.train)
         return self
