@@ -451,16 +451,20 @@ def train_cmd(
     changes = {"out": None if out is None else str(out), "train.epochs": epochs}
     spec = override(spec, {k: v for k, v in changes.items() if v is not None})
     check_out(spec.out, overwrite)  # before the data is even loaded
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[m]}"),
-                  TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task("training", total=spec.train.epochs, m="")
+    bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[m]}"),
+                   TimeElapsedColumn(), console=console)
+    task = bar.add_task("training", total=spec.train.epochs, m="")
 
-        def show(epoch: int, m: dict[str, float]) -> None:
-            bar.update(task, completed=epoch, m=f"nll {m['val_nll']:.3f}  adv "
-                       f"{m['val_adv_loss']:.3f}  c2st {m['val_c2st']:.2f}  recon "
-                       f"{m['val_recon']:.3f}")
+    def show(epoch: int, m: dict[str, float]) -> None:
+        bar.start()  # at the first epoch: a bad spec is one line, with no bar before it
+        bar.update(task, completed=epoch, m=f"nll {m['val_nll']:.3f}  adv "
+                   f"{m['val_adv_loss']:.3f}  c2st {m['val_c2st']:.2f}  recon "
+                   f"{m['val_recon']:.3f}")
 
+    try:
         job = run_train_spec(spec, on_epoch=show, overwrite=overwrite)
+    finally:
+        bar.stop()
     table = Table("metric", "value", title=f"best epoch {job.result.best_epoch}")
     for key, v in job.result.test.items():
         table.add_row(key, f"{v:.4f}")

@@ -36,7 +36,7 @@ class DatasetSpec(BaseModel):
 class ModelSpec(BaseModel):
     """One FlowAE: latent dim, noise std, flow and prior."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     k: int = Field(2, ge=1, description="Latent dimension.")
     noise_std: float = Field(0.5, gt=0, description="σ of the noise dims (its start when "
                              "learned).")

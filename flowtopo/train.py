@@ -36,7 +36,7 @@ class TrainingDiverged(InputError):
 class TrainConfig(BaseModel):
     """Training hyper-parameters (the ``train:`` section of a YAML spec)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # lr: .inf is an error
 
     epochs: int = Field(100, ge=1, description="Maximum number of epochs.")
     batch_size: int = Field(256, ge=2)
@@ -56,7 +56,8 @@ class TrainConfig(BaseModel):
     eval_size: int = Field(2000, ge=10, description="Points used for held-out metrics.")
     grad_clip: float = Field(10.0, gt=0)
     seed: int = 0
-    device: str = Field("cpu", description="cpu, cuda, cuda:N or auto.")
+    device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?|mps)$",
+                        description="cpu, cuda, cuda:N, mps or auto.")
 
 
 @dataclass

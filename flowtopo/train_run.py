@@ -49,6 +49,13 @@ def check_out(out: str | Path, overwrite: bool = False) -> Path:
     if p.is_dir() and any(p.iterdir()) and not overwrite:
         raise InputError(f"{p}: folder exists and is not empty; choose another out, or pass "
                          "--overwrite to replace the checkpoint files in it")
+    try:  # before any work: an out that cannot be written fails now, not after training
+        p.mkdir(parents=True, exist_ok=True)
+        probe = p / ".flowtopo-write-check"
+        probe.touch()
+        probe.unlink()
+    except OSError as err:
+        raise InputError(f"{p}: cannot write the checkpoint there ({err.strerror})") from None
     return p
 
 

@@ -208,6 +208,11 @@ def test_train_refuses_a_non_empty_out_unless_overwrite(tmp_path):
     ({"out": ""}, [], "out: String should have at least 1 character"),
     ({}, ["--epochs", "0"], "command line: train.epochs: Input should be greater than"),
     ({}, ["--out", str(Path(__file__))], "exists and is not a folder"),
+    ({"out": "/proc/no/such/place"}, [], "cannot write the checkpoint there"),
+    ({"train": {"epochs": 2, "lr": float("inf")}}, [], "train.lr: Input should be a finite"),
+    ({"train": {"epochs": 2, "device": "tpu"}}, [], "train.device: String should match"),
+    ({"model": {"k": 2, "prior": {"name": "gmm", "params": {"components": 100_000_000}}}}, [],
+     "components must be an integer in 1..4096"),
 ])
 def test_train_refuses_bad_out_and_overrides_with_one_line(tmp_path, overrides, args, message):
     path = write_config(tmp_path, **overrides)

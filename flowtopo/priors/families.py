@@ -34,6 +34,8 @@ from flowtopo.priors._base import (
 )
 from flowtopo.priors._dists import Shell, SmoothedBox, Superposition, Torus
 
+MAX_COMPONENTS = 4096  # beyond it a mixture is not a prior to search (and sampling breaks at 2^24)
+
 
 class _DtypeAnchor(Prior):
     """Priors without learnable tensors keep a buffer so ``.to(float64)`` still sets their dtype."""
@@ -102,9 +104,9 @@ class GMMPrior(Prior):
                  learnable: bool = True, seed: int = 0) -> None:
         super().__init__(k, components=components, spread=spread, scale=scale,
                          learnable=learnable, seed=seed)
-        if not isinstance(components, int) or components < 1:
-            raise InputError(f"prior 'gmm': components must be an integer >= 1, got "
-                             f"{components!r}")
+        if not isinstance(components, int) or not 1 <= components <= MAX_COMPONENTS:
+            raise InputError(f"prior 'gmm': components must be an integer in 1..{MAX_COMPONENTS},"
+                             f" got {components!r}")
         positive(spread, "spread", self.name)
         gen = torch.Generator().manual_seed(seed)
         self.means = nn.Parameter(spread * torch.randn(components, k, generator=gen),
