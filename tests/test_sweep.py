@@ -527,3 +527,46 @@ def app_for_tests():
     from flowtopo.cli import app
 
     return app
+
+
+def test_training_weights_and_the_noise_scale_can_be_searched(tmp_path):
+    import optuna
+
+    from flowtopo.sweep.space import define_space, resolve
+
+    model = {k: v for k, v in BASE["model"].items() if k != "noise_std"}  # searched below
+    spec = SweepSpec.model_validate({**BASE, "model": model, "regularizer": "adversarial",
+                                     "search": {
+        **BASE["search"], "train": {"reg_weight": {"low": 0.1, "high": 2.0},
+                                    "disc_lr": [1e-4, 1e-3],
+                                    "recon_weight": {"values": [0.5, 2.0]}},
+        "model": {"noise_std": [0.1, 1.0]}}})
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    seen = set()
+    for _ in range(12):
+        trial = study.ask()
+        define_space(trial, spec.model_dump(mode="json"), {})
+        ts = resolve(trial.params, spec, 0, str(tmp_path), "cpu")
+        assert ts.train.reg_weight == trial.params["train.reg_weight"]
+        assert 0.1 <= ts.train.reg_weight <= 2.0 and 1e-4 <= ts.train.disc_lr <= 1e-3
+        assert ts.model.noise_std == trial.params["model.noise_std"]
+        seen.add(ts.train.recon_weight)
+        study.tell(trial, 0.0)
+    assert seen == {0.5, 2.0}
+
+
+@pytest.mark.parametrize("search,message", [
+    ({"train": {"epochs": [1, 2]}}, "'epochs' cannot be searched; valid: reg_weight"),
+    ({"train": {"reg_weight": None}}, "reg_weight: give a value"),
+    ({"model": {"k": [2, 3]}}, "'k' cannot be searched; valid: noise_std"),
+])
+def test_what_cannot_be_searched_is_refused(search, message):
+    with pytest.raises(ValueError, match=message):
+        SweepSpec.model_validate({**BASE, "search": {**BASE["search"], **search}})
+
+
+def test_a_weight_both_fixed_and_searched_is_refused():
+    with pytest.raises(ValueError, match=r"train\.reg_weight is both fixed"):
+        SweepSpec.model_validate({**BASE, "train": {**BASE["train"], "reg_weight": 1.0},
+                                  "search": {**BASE["search"],
+                                             "train": {"reg_weight": [0.5, 1.0]}}})

@@ -1,6 +1,6 @@
 """Prior families with closed-form densities, their search spaces and ground truth."""
 
-from flowtopo.priors._base import Prior
+from flowtopo.priors._base import Prior, suggest_float
 from flowtopo.priors._dists import Shell, SmoothedBox, Superposition, Torus
 from flowtopo.priors.families import (
     PRIORS,
@@ -34,5 +34,6 @@ __all__ = [
     "TorusPrior",
     "UniformBoxPrior",
     "build_prior",
+    "suggest_float",
     "suggest_prior",
 ]

@@ -9,9 +9,9 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from flowtopo.priors import PRIORS, suggest_prior
+from flowtopo.priors import PRIORS, suggest_float, suggest_prior
 from flowtopo.specs import DatasetSpec, ModelSpec, Named, TrainSpec
-from flowtopo.sweep.spec import SweepSpec
+from flowtopo.sweep.spec import SEARCHABLE_MODEL, SEARCHABLE_TRAIN, SweepSpec
 from flowtopo.train import TrainConfig
 
 
@@ -23,7 +23,12 @@ def _suggest(trial: Any, spec: SweepSpec) -> dict[str, Any]:
     batch = trial.suggest_categorical("batch_size", list(spec.search.batch_size))
     flow_params = {p: trial.suggest_categorical(f"flow.{p}", list(choices))
                    for p, choices in spec.search.flow.items()}
-    return {"prior": prior, "lr": lr, "batch_size": batch, "flow": flow_params}
+    train = {p: suggest_float(trial, f"train.{p}", 0.0, 1.0, spec.search.train, p,
+                              log=SEARCHABLE_TRAIN[p]) for p in spec.search.train}
+    model = {p: suggest_float(trial, f"model.{p}", 0.0, 1.0, spec.search.model, p,
+                              log=SEARCHABLE_MODEL[p]) for p in spec.search.model}
+    return {"prior": prior, "lr": lr, "batch_size": batch, "flow": flow_params,
+            "train": train, "model": model}
 
 
 def define_space(trial: Any, spec: dict[str, Any], runtime: dict[str, Any]) -> dict[str, Any]:
@@ -42,7 +47,7 @@ def resolve(params: dict[str, Any], spec: SweepSpec, seed: int, out: str,
     import optuna
 
     chosen = _suggest(optuna.trial.FixedTrial(params), spec)
-    model = dict(spec.model)
+    model = {**spec.model, **chosen["model"]}
     flow = Named.model_validate(model.pop("flow", {"name": "coupling"}))
     flow.params = {**flow.params, **chosen["flow"]}
     prior = chosen["prior"]
@@ -50,8 +55,9 @@ def resolve(params: dict[str, Any], spec: SweepSpec, seed: int, out: str,
         dataset=DatasetSpec.model_validate(spec.dataset.model_dump()),
         model=ModelSpec(**model, flow=flow, prior=Named(name=prior["name"],
                                                          params=prior["params"])),
-        train=TrainConfig(**spec.train, lr=chosen["lr"], batch_size=chosen["batch_size"],
-                          regularizer=spec.regularizer, seed=seed, device=device),
+        train=TrainConfig(**spec.train, **chosen["train"], lr=chosen["lr"],
+                          batch_size=chosen["batch_size"], regularizer=spec.regularizer,
+                          seed=seed, device=device),
         out=out,
     )
 

@@ -8,6 +8,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from flowtopo.specs import DatasetSpec, MlflowSpec
 
+# What else a sweep can search besides priors, lr, batch size and flow choices (name -> whether
+# its range is searched log-uniformly when the narrowing does not say).
+SEARCHABLE_TRAIN = {"reg_weight": False, "recon_weight": False, "noise_weight": False,
+                    "prior_weight": False, "disc_lr": True, "weight_decay": False}
+SEARCHABLE_MODEL = {"noise_std": True}
+
 
 class SearchSpec(BaseModel):
     """What Optuna searches: prior families (with narrowed ranges), lr, batch size, flow."""
@@ -21,6 +27,23 @@ class SearchSpec(BaseModel):
     batch_size: list[int] = Field(default_factory=lambda: [256], description="Choices.")
     flow: dict[str, list[Any]] = Field(default_factory=dict,
                                        description="Flow parameter -> choices.")
+    train: dict[str, Any] = Field(default_factory=dict, description=(
+        "Training weight -> narrowing (a value, {low, high[, log]}, [low, high] or "
+        "{values: [...]}); keys: " + ", ".join(SEARCHABLE_TRAIN) + "."))
+    model: dict[str, Any] = Field(default_factory=dict, description=(
+        "Model parameter -> narrowing; keys: " + ", ".join(SEARCHABLE_MODEL) + "."))
+
+    @field_validator("train", "model")
+    @classmethod
+    def _searchable(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
+        valid = SEARCHABLE_TRAIN if info.field_name == "train" else SEARCHABLE_MODEL
+        unknown = sorted(set(v) - set(valid))
+        if unknown:
+            raise ValueError(f"{unknown[0]!r} cannot be searched; valid: {', '.join(valid)}")
+        empty = [key for key, narrowing in v.items() if narrowing is None]
+        if empty:
+            raise ValueError(f"{empty[0]}: give a value, {{low, high}} or {{values: [...]}}")
+        return v
 
     @field_validator("priors")
     @classmethod
@@ -112,5 +135,10 @@ class SweepSpec(BaseModel):
         if forbidden:
             raise ValueError(f"train: {', '.join(sorted(forbidden))} are set by the sweep "
                              "(search/regularizer/seeds/resources), not under train")
+        for section, fixed in (("train", self.train), ("model", self.model)):
+            both = sorted(set(fixed) & set(getattr(self.search, section)))
+            if both:
+                raise ValueError(f"{section}.{both[0]} is both fixed (under {section}) and "
+                                 f"searched (under search.{section}): keep one")
         TrainConfig.model_validate(self.train)
         return self
