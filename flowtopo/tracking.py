@@ -111,6 +111,32 @@ def log_metrics(client: Any, run_id: str, metrics: dict[str, float], step: int =
     client.log_batch(run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()])
 
 
+def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
+    """Log ``params`` (flattened) in ONE request per 100 (MLflow's batch limit)."""
+    from mlflow.entities import Param
+
+    flat = [Param(k, v) for k, v in flatten(params).items()]
+    for i in range(0, len(flat), 100):
+        client.log_batch(run_id, params=flat[i:i + 100])
+
+
+def provenance_tags() -> dict[str, str]:
+    """``flowtopo.version`` and ``flowtopo.git_commit`` (of the code that runs, or "unknown")."""
+    import subprocess
+
+    import flowtopo
+
+    commit = "unknown"
+    try:
+        res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=5, cwd=Path(flowtopo.__file__).parent)
+        if res.returncode == 0 and res.stdout.strip():
+            commit = res.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return {"flowtopo.version": flowtopo.__version__, "flowtopo.git_commit": commit}
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """Flatten nested dicts into ``a.b.c`` keys with string values (MLflow params)."""
     out: dict[str, str] = {}

@@ -79,9 +79,10 @@ def run_train_spec(spec: TrainSpec,
     if spec.mlflow is not None:
         from flowtopo.tracking import (
             ensure_experiment,
-            flatten,
             log_metrics,
+            log_params,
             mlflow_client,
+            provenance_tags,
             resolve_tracking_uri,
         )
 
@@ -90,10 +91,11 @@ def run_train_spec(spec: TrainSpec,
         client = mlflow_client(uri)
         run = client.create_run(exp_id, tags={"flowtopo.kind": "train",
                                               "dataset": spec.dataset.name,
-                                              "family": spec.model.prior.name})
+                                              "family": spec.model.prior.name,
+                                              **provenance_tags()})
         run_id = run.info.run_id
-        for key, v in flatten(spec.model_dump(mode="json")).items():
-            client.log_param(run_id, key, v)
+        # the configuration, in one request; not where it is written (out) nor recorded
+        log_params(client, run_id, spec.model_dump(mode="json", exclude={"out", "mlflow"}))
 
         def log(epoch: int, metrics: dict[str, float]) -> None:
             log_metrics(client, run_id, metrics, step=epoch)

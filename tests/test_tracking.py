@@ -87,3 +87,24 @@ def test_a_sweep_that_breaks_before_its_trials_leaves_its_parent_failed(tmp_path
         runner.run_sweep(spec, storage_path=tmp_path / "ray")
     (parent,) = client.search_runs([exp])
     assert parent.info.status == "FAILED" and "no Ray" in parent.data.tags["error"]
+
+
+def test_a_run_carries_its_provenance_and_its_config_without_runtime_paths(tmp_path):
+    import re
+
+    import flowtopo
+    from flowtopo.specs import TrainSpec
+    from flowtopo.train_run import run_train_spec
+
+    uri, client, exp = _client(tmp_path)
+    spec = TrainSpec.model_validate({
+        "dataset": {"name": "hierarchical", "options": {"n": 300}},
+        "model": {"k": 2, "flow": {"name": "coupling", "params": {"layers": 2}}},
+        "train": {"epochs": 1}, "out": str(tmp_path / "ckpt"),
+        "mlflow": {"experiment": "life", "tracking_uri": uri}})
+    run_train_spec(spec)
+    (run,) = client.search_runs([exp])
+    assert run.data.tags["flowtopo.version"] == flowtopo.__version__
+    assert re.fullmatch(r"[0-9a-f]{40}", run.data.tags["flowtopo.git_commit"])  # a checkout
+    assert run.data.params["train.epochs"] == "1" and run.data.params["model.k"] == "2"
+    assert not {"out", "mlflow"} & set(run.data.params)

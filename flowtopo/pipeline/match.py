@@ -234,7 +234,9 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
     from flowtopo.sweep.runner import init_ray
     from flowtopo.tracking import (
         find_experiment,
+        log_params,
         mlflow_client,
+        provenance_tags,
         resolve_tracking_uri,
         run_lifecycle,
     )
@@ -305,13 +307,15 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
     if cfg.cross:
         tags.update(source_experiment=exp_name, target_experiment=client.get_experiment(
             runs[1].info.experiment_id).name)
-    parent = client.create_run(exp_id, run_name=match_id, tags=tags)
+    sweeps = sorted({r.data.tags["sweep_id"] for r in runs if r.data.tags.get("sweep_id")})
+    if sweeps:  # the sweep(s) the matched models came from
+        tags["sweep_id"] = ",".join(sweeps)
+    parent = client.create_run(exp_id, run_name=match_id, tags={**tags, **provenance_tags()})
     pid = parent.info.run_id
     with run_lifecycle(client, pid), tempfile.TemporaryDirectory() as tmp:  # never RUNNING
-        for key, value in {"method": cfg.method, "transform": cfg.transform, "seed": cfg.seed,
-                           "baselines": ",".join(cfg.baselines),
-                           "dataset": json.dumps(dataset)}.items():
-            client.log_param(pid, key, value)
+        log_params(client, pid, {"method": cfg.method, "transform": cfg.transform,
+                                 "seed": cfg.seed, "baselines": ",".join(cfg.baselines),
+                                 "dataset": json.dumps(dataset)})
         pair_rows = [_record_pair(client, exp_id, pid, a, b, names, res, cfg,
                                   Path(tmp)) for (a, b), res in results.items()]
         cycles = _cycles(results, names)

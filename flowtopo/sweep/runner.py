@@ -131,6 +131,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     from flowtopo.tracking import (
         ensure_experiment,
         mlflow_client,
+        provenance_tags,
         resolve_tracking_uri,
         run_lifecycle,
     )
@@ -143,7 +144,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     client = mlflow_client(uri)
     parent = client.create_run(exp_id, run_name=f"sweep {sweep_id}", tags={
         "flowtopo.kind": "sweep", "sweep_id": sweep_id, "dataset": spec.dataset.name,
-        "search_trials": str(num_samples)})
+        "search_trials": str(num_samples), **provenance_tags()})
     pid = parent.info.run_id
     with run_lifecycle(client, pid, finish=False):  # a failure is FAILED, never RUNNING
         return _search(spec, client, pid, uri, exp_id, storage, sweep_id, num_samples, address,

@@ -21,7 +21,7 @@ def train_trial(config: dict[str, Any]) -> None:
     from flowtopo.errors import InputError
     from flowtopo.sweep.space import resolve
     from flowtopo.sweep.spec import SweepSpec
-    from flowtopo.tracking import flatten, log_metrics, mlflow_client
+    from flowtopo.tracking import log_metrics, log_params, mlflow_client, provenance_tags
     from flowtopo.train import train
     from flowtopo.train_run import build_model, summary_metrics
 
@@ -37,14 +37,15 @@ def train_trial(config: dict[str, Any]) -> None:
         "mlflow.parentRunId": rt["parent_run_id"], "flowtopo.kind": "trial",
         "sweep_id": rt["sweep_id"], "trial_id": trial_id, "seed": str(seed),
         "dataset": spec.dataset.name, "phase": rt.get("phase", "search"),
-        "ray_node_id": _node_id()})
+        "ray_node_id": _node_id(), **provenance_tags()})
     run_id = run.info.run_id
     history: list[dict[str, float]] = []
     try:
         ts = resolve(params, spec, seed, os.path.join(trial_dir, "checkpoint"), device)
         client.set_tag(run_id, "family", ts.model.prior.name)
-        for key, v in flatten({**ts.model_dump(mode="json"), "optuna": params}).items():
-            client.log_param(run_id, key, v)
+        # the configuration in one request, without the trial folder (out) and mlflow
+        log_params(client, run_id, {**ts.model_dump(mode="json", exclude={"out", "mlflow"}),
+                                    "optuna": params})
         ds = load_dataset(ts.dataset.name, **ts.dataset.options)
         model = build_model(ts.model, ds.dim, seed)
 
