@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"  # the one place the version is written (pyproject reads it)
+from flowtopo._version import __version__ as __version__  # re-exported
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs (no import at run time)
     from flowtopo.matching import AlignResult, LatentSpace, align

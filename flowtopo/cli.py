@@ -536,7 +536,8 @@ def demo_cmd(
     n: Annotated[int, typer.Option(help="Dataset size.")] = 5000,
     families: Annotated[str, typer.Option(help="Comma-separated prior families.")] = (
         "gmm,hierarchical_gmm,flow_prior"),
-    regularizer: Annotated[str, typer.Option(help="mle, adversarial, mmd or swd.")] = "mle",
+    regularizer: Annotated[str, typer.Option(help="mle, adversarial, mmd or swd "
+                                                  "(flowtopo.regularizers.REGULARIZERS).")] = "mle",
     quick: Annotated[bool, typer.Option(help="Tiny budget (smoke test): 8 epochs, n=2000, "
                                              "no baselines.")] = False,
 ) -> None:
@@ -547,9 +548,10 @@ def demo_cmd(
                      epochs=epochs, n=n, regularizer=regularizer, out=out)
     if quick:
         cfg.epochs, cfg.n, cfg.baselines = 8, 2000, []
-    if regularizer not in ("mle", "adversarial", "mmd", "swd"):
-        raise InputError(f"unknown regularizer {regularizer!r}; valid: mle, adversarial, mmd, "
-                         "swd")
+    from flowtopo.regularizers import REGULARIZERS
+
+    if regularizer not in REGULARIZERS:
+        raise InputError(f"unknown regularizer {regularizer!r}; valid: {', '.join(REGULARIZERS)}")
     summary = run_demo(cfg, log=console.print)
     table = Table("family", "adversarial loss", "NLL (nats/dim)", "c2st", title="prior families "
                   "(held-out, mean over seeds; lower adversarial loss is better)")

@@ -24,6 +24,8 @@ from flowtopo.errors import InputError
 from flowtopo.flows import VolumePreservingFlow, build_flow
 from flowtopo.priors import Prior, build_prior
 
+NOISE_STD = 0.5  # the default σ of the noise dims (its start when learned), for every entry point
+
 
 class FlowAE(nn.Module):
     """Flow auto-encoder ``FlowAE(D, k, flow, prior, noise_std)``.
@@ -39,7 +41,7 @@ class FlowAE(nn.Module):
     """
 
     def __init__(self, dim: int, k: int, flow: VolumePreservingFlow, prior: Prior,
-                 noise_std: float = 0.1, learn_noise: bool = False) -> None:
+                 noise_std: float = NOISE_STD, learn_noise: bool = True) -> None:
         super().__init__()
         if not 1 <= k <= dim:
             raise InputError(f"FlowAE: need 1 <= k <= D, got k={k}, D={dim}")
@@ -67,7 +69,8 @@ class FlowAE(nn.Module):
         dim, k = int(cfg["dim"]), int(cfg["k"])
         flow = build_flow(cfg["flow"], dim)
         prior = build_prior({**cfg["prior"], "k": k})
-        return cls(dim, k, flow, prior, cfg.get("noise_std", 0.1),
+        # a config without learn_noise was written before σ could be learned: a fixed σ
+        return cls(dim, k, flow, prior, cfg.get("noise_std", NOISE_STD),
                    learn_noise=bool(cfg.get("learn_noise", False)))
 
     def config(self) -> dict[str, Any]:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -63,4 +64,6 @@ SAMPLE_REGULARIZERS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tens
     "mmd": mmd,
     "swd": sliced_wasserstein,
 }
-REGULARIZERS = ("adversarial", "mmd", "swd", "mle")
+# The one list of regularizer names: the training config, the sweep YAML and the CLI use these.
+Regularizer = Literal["adversarial", "mmd", "swd", "mle"]
+REGULARIZERS: tuple[str, ...] = get_args(Regularizer)

@@ -12,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flowtopo.errors import InputError
+from flowtopo.model import NOISE_STD
 from flowtopo.train import TrainConfig
 
 M = TypeVar("M", bound=BaseModel)
@@ -38,7 +39,7 @@ class ModelSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     k: int = Field(2, ge=1, description="Latent dimension.")
-    noise_std: float = Field(0.5, gt=0, description="σ of the noise dims (its start when "
+    noise_std: float = Field(NOISE_STD, gt=0, description="σ of the noise dims (its start when "
                              "learned).")
     learn_noise: bool = Field(True, description="Train σ: a constant-Jacobian scale, so the "
                               "density stays exact and the tree unchanged.")

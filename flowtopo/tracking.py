@@ -124,17 +124,17 @@ def provenance_tags() -> dict[str, str]:
     """``flowtopo.version`` and ``flowtopo.git_commit`` (of the code that runs, or "unknown")."""
     import subprocess
 
-    import flowtopo
+    from flowtopo._version import __version__
 
     commit = "unknown"
     try:
         res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=5, cwd=Path(flowtopo.__file__).parent)
+                             timeout=5, cwd=Path(__file__).parent)
         if res.returncode == 0 and res.stdout.strip():
             commit = res.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"flowtopo.version": flowtopo.__version__, "flowtopo.git_commit": commit}
+    return {"flowtopo.version": __version__, "flowtopo.git_commit": commit}
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:

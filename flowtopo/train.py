@@ -26,7 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from flowtopo.errors import InputError
 from flowtopo.fit_metrics import c2st_accuracy, noise_kl
 from flowtopo.model import FlowAE
-from flowtopo.regularizers import SAMPLE_REGULARIZERS, Discriminator
+from flowtopo.regularizers import SAMPLE_REGULARIZERS, Discriminator, Regularizer
 
 
 class TrainingDiverged(InputError):
@@ -42,7 +42,7 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(256, ge=2)
     lr: float = Field(1e-3, gt=0, description="Adam learning rate of flow and prior.")
     weight_decay: float = Field(0.0, ge=0)
-    regularizer: Literal["adversarial", "mmd", "swd", "mle"] = "adversarial"
+    regularizer: Regularizer = "adversarial"
     reg_weight: float = Field(1.0, ge=0, description="Weight of the latent matching term.")
     recon_weight: float = Field(1.0, ge=0)
     noise_weight: float = Field(1.0, ge=0)

@@ -11,7 +11,7 @@ ROOT = Path(flowtopo.__file__).parent
 
 # data -> flows/priors/model -> topology -> matching/metrics -> sweep/pipeline -> CLI
 LAYERS = {
-    "errors": 0, "plotting": 0,
+    "errors": 0, "plotting": 0, "_version": 0,
     "data": 1,
     "flows": 2, "priors": 2, "model": 2, "regularizers": 2, "train": 2, "checkpoint": 2,
     "fit_metrics": 2, "representations": 2,

@@ -6,6 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from flowtopo.regularizers import Regularizer
 from flowtopo.specs import DatasetSpec, MlflowSpec
 
 # What else a sweep can search besides priors, lr, batch size and flow choices (name -> whether
@@ -108,7 +109,7 @@ class SweepSpec(BaseModel):
     model: dict[str, Any] = Field(default_factory=dict,
                                   description="k, noise_std, flow: {name, params}.")
     search: SearchSpec
-    regularizer: Literal["adversarial", "mmd", "swd", "mle"] = "mle"
+    regularizer: Regularizer = "mle"
     train: dict[str, Any] = Field(default_factory=dict,
                                   description="Fixed TrainConfig fields (epochs, patience...).")
     seeds: int = Field(2, ge=1, description="Independent models of each family's best config.")
