@@ -17,9 +17,12 @@ DEFAULT_DIR = "flowtopo-runs"
 
 
 def default_tracking_uri(root: str | Path | None = None) -> str:
-    """``sqlite:////ABS/flowtopo-runs/mlflow.db`` under ``root`` (default: the working dir)."""
+    """``sqlite:////ABS/flowtopo-runs/mlflow.db`` under ``root`` (default: the working dir).
+
+    Nothing is created here: a command that writes creates the store (`mlflow_client`), a
+    command that only reads refuses a store that is not there.
+    """
     base = Path(root or Path.cwd()).resolve() / DEFAULT_DIR
-    base.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{base / 'mlflow.db'}"
 
 
@@ -42,17 +45,44 @@ def artifact_location(tracking_uri: str) -> str | None:
     return None
 
 
-def mlflow_client(tracking_uri: str) -> Any:
+SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "databricks")
+PROBE_TIMEOUT_S = 10.0
+
+
+def mlflow_client(tracking_uri: str, *, read_only: bool = False, probe: bool = True) -> Any:
     """An ``MlflowClient`` for ``tracking_uri``; every flowtopo process opens MLflow here.
 
     A local sqlite store is created and migrated under an exclusive file lock
     (``mlflow.db.lock`` beside it): two processes opening a fresh store at once otherwise race
     on MLflow's schema migrations (one fails with "duplicate column" or an alembic error).
+
+    Args:
+        tracking_uri: the store.
+        read_only: a command that only reads: a sqlite store that does not exist is an error,
+            not created.
+        probe: for an http(s) server, check within ``PROBE_TIMEOUT_S`` that it answers (the
+            client's own retries take minutes); trials pass False and rely on those retries.
+
+    Raises:
+        InputError: an unknown URI scheme, a missing store (``read_only``), an unreachable
+            server.
+
     """
     import mlflow
 
+    from flowtopo.errors import InputError
+
+    scheme = tracking_uri.split(":", 1)[0].split("+", 1)[0] if ":" in tracking_uri else ""
+    if scheme not in SCHEMES:
+        raise InputError(f"tracking URI {tracking_uri!r}: unknown scheme {scheme!r}; valid: "
+                         f"{', '.join(SCHEMES)}")
+    if scheme in ("http", "https") and probe:
+        _probe(tracking_uri)
     if not tracking_uri.startswith("sqlite:///"):
         return mlflow.MlflowClient(tracking_uri)
+    if read_only and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        raise InputError(f"no MLflow store at {tracking_uri.removeprefix('sqlite:///')}: run a "
+                         "sweep or a training there first, or pass --tracking-uri")
     import fcntl
 
     db = Path(tracking_uri.removeprefix("sqlite:///"))
@@ -63,6 +93,24 @@ def mlflow_client(tracking_uri: str) -> Any:
             return mlflow.MlflowClient(tracking_uri)  # creates/migrates the store, eagerly
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _probe(uri: str) -> None:
+    """Raise `InputError` unless the MLflow server at ``uri`` answers within the timeout."""
+    import urllib.error
+    import urllib.request
+
+    from flowtopo.errors import InputError
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=PROBE_TIMEOUT_S):
+            return
+    except urllib.error.HTTPError:
+        return  # it answered (an auth proxy may refuse /health): the client takes it from here
+    except (urllib.error.URLError, OSError, ValueError) as err:
+        reason = getattr(err, "reason", err)
+        raise InputError(f"cannot reach the MLflow server at {uri} within "
+                         f"{PROBE_TIMEOUT_S:.0f} s ({reason})") from None
 
 
 def ensure_experiment(tracking_uri: str, name: str) -> str:

@@ -108,3 +108,26 @@ def test_a_run_carries_its_provenance_and_its_config_without_runtime_paths(tmp_p
     assert re.fullmatch(r"[0-9a-f]{40}", run.data.tags["flowtopo.git_commit"])  # a checkout
     assert run.data.params["train.epochs"] == "1" and run.data.params["model.k"] == "2"
     assert not {"out", "mlflow"} & set(run.data.params)
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "no MLflow store at"),  # a read command creates nothing
+    (["--tracking-uri", "foo://x"], "unknown scheme 'foo'"),
+    (["--tracking-uri", "http://127.0.0.1:9"], "cannot reach the MLflow server at"),
+])
+def test_a_read_command_on_a_missing_or_unreachable_store_is_one_line(tmp_path, monkeypatch,
+                                                                      args, message):
+    import time
+
+    from typer.testing import CliRunner
+
+    from flowtopo.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    start = time.monotonic()
+    res = CliRunner().invoke(app, ["priors", "best", "--experiment", "x", *args])
+    assert res.exit_code == 2 and message in res.output, res.output
+    assert len(res.output.strip().splitlines()) == 1
+    assert time.monotonic() - start < 30  # not MLflow's minutes of retries
+    assert list(tmp_path.iterdir()) == []  # nothing created

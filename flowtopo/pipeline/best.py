@@ -34,7 +34,7 @@ def best_priors(experiment: str, *, tracking_uri: str | None = None,
                          f"{', '.join(SUMMARY_METRICS)}")
     if by not in ("family", "dataset"):
         raise InputError(f"--by must be family or dataset, got {by!r}")
-    client = mlflow_client(resolve_tracking_uri(tracking_uri))
+    client = mlflow_client(resolve_tracking_uri(tracking_uri), read_only=True)
     exp = find_experiment(client, experiment)
     runs = client.search_runs(
         [exp.experiment_id],
@@ -82,7 +82,7 @@ def measure_reproducibility(rows: list[dict[str, Any]], *, tracking_uri: str | N
     from flowtopo.tracking import mlflow_client, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    client = mlflow_client(uri)
+    client = mlflow_client(uri, read_only=True)
     out = [{**r, "repro_leaf_ari": None, "repro_sym_kl": None} for r in rows]
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in out:

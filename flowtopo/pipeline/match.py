@@ -248,7 +248,7 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
     if cfg.transform not in TRANSFORMS:
         raise InputError(f"unknown transform {cfg.transform!r}; valid: {', '.join(TRANSFORMS)}")
     uri = resolve_tracking_uri(cfg.tracking_uri)
-    client = mlflow_client(uri)
+    client = mlflow_client(uri, read_only=True)  # it writes only into an existing store
     test = None
     if cfg.cross:
         if cfg.experiment or cfg.runs:

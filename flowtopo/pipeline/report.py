@@ -114,7 +114,7 @@ def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None =
     from flowtopo.tracking import find_experiment, mlflow_client, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
-    client = mlflow_client(uri)
+    client = mlflow_client(uri, read_only=True)
     exp = find_experiment(client, experiment)
     trials = client.search_runs([exp.experiment_id],
                                 filter_string="tags.`flowtopo.kind` = 'trial'", max_results=5000)

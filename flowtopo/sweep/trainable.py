@@ -31,7 +31,7 @@ def train_trial(config: dict[str, Any]) -> None:
     params = {k: v for k, v in config.items() if k not in RESERVED}
     trial_dir = tune.get_context().get_trial_dir() or os.getcwd()
     device = spec.resources.device
-    client = mlflow_client(rt["tracking_uri"])
+    client = mlflow_client(rt["tracking_uri"], probe=False)  # the client retries instead
     trial_id = tune.get_context().get_trial_id()
     run = client.create_run(rt["experiment_id"], run_name=f"{trial_id}-s{seed}", tags={
         "mlflow.parentRunId": rt["parent_run_id"], "flowtopo.kind": "trial",
