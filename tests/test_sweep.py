@@ -289,7 +289,8 @@ def test_sweep_run_exits_non_zero_with_a_line_per_failed_trial(tmp_path, monkeyp
     assert "error: no trial of sweep s-1 finished (2 failed)" in res.output
 
 
-def finished_trials(uri, experiment):
+def trial_runs(uri, experiment, status=None):
+    """The trial runs of ``experiment`` (with ``status`` only, when given); [] before any."""
     import mlflow
 
     client = mlflow.MlflowClient(uri)
@@ -297,7 +298,12 @@ def finished_trials(uri, experiment):
     if exp is None:
         return []
     return [r for r in client.search_runs([exp.experiment_id], max_results=1000)
-            if r.data.tags.get("flowtopo.kind") == "trial" and r.info.status == "FINISHED"]
+            if r.data.tags.get("flowtopo.kind") == "trial"
+            and (status is None or r.info.status == status)]
+
+
+def finished_trials(uri, experiment):
+    return trial_runs(uri, experiment, "FINISHED")
 
 
 @pytest.mark.integration
@@ -315,7 +321,7 @@ def test_a_sweep_stopped_in_its_seeds_phase_resumes_it(tmp_path):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def seed_runs(status=None):
-        return [r for r in finished_or_any(uri, "seedstop") if r.data.tags.get("phase") == "seeds"
+        return [r for r in trial_runs(uri, "seedstop") if r.data.tags.get("phase") == "seeds"
                 and (status is None or r.info.status == status)]
 
     deadline = time.time() + 300
@@ -339,22 +345,12 @@ def test_a_sweep_stopped_in_its_seeds_phase_resumes_it(tmp_path):
     seeds = [r.data.tags["seed"] for r in seed_runs("FINISHED")]
     assert sorted(seeds) == ["1", "2", "3"]  # every seed finished exactly once
     assert not seed_runs("RUNNING")
-    search = [r for r in finished_or_any(uri, "seedstop") if r.data.tags.get("phase") == "search"]
+    search = [r for r in trial_runs(uri, "seedstop") if r.data.tags.get("phase") == "search"]
     assert len(search) == 1  # the search was not rerun
     _, runs = runs_of(uri, "seedstop")
     (parent,) = [r for r in runs if r.data.tags.get("flowtopo.kind") == "sweep"]
     assert parent.info.status == "FINISHED"
 
-
-def finished_or_any(uri, experiment):
-    import mlflow
-
-    client = mlflow.MlflowClient(uri)
-    exp = client.get_experiment_by_name(experiment)
-    if exp is None:
-        return []
-    return [r for r in client.search_runs([exp.experiment_id], max_results=1000)
-            if r.data.tags.get("flowtopo.kind") == "trial"]
 
 
 @pytest.mark.integration
