@@ -247,6 +247,8 @@ def translate_fit(
         table.add_row("two-sample excess", "-" if fc is None else f"{fc['excess']:.3f}")
         table.add_row("leaf round trip", "-" if summ["round_trip"] is None else
                       f"{summ['round_trip']:.2f}")
+        table.add_row("confirmed at another k", "-" if summ["confirmation"] is None else
+                      f"{summ['confirmation']:.2f}")
         console.print(table)
         console.print(f"written to {folder}")
     if tr.poor_fit:

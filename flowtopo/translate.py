@@ -46,9 +46,10 @@ from flowtopo.specs import Named
 
 MAP_FILE, SIDE_FILE = "map.json", "side.json"
 K_SEARCH = (8, 6, 4)
-"""Latent dims tried, largest first, when ``k`` is None (pca encoder): the first whose map
-passes every fit check wins. Which k carries the correspondence differs between network pairs
-(measured on 8 digits pairs: 5 of 8 at k = 6 alone, 7 of 8 with the search; docs/method.md)."""
+"""Latent dims tried when ``k`` is None (pca encoder): the largest whose map passes every fit
+check, cross-dimension confirmation included, wins. Which k carries the correspondence differs
+between network pairs (measured on 8 digits pairs: 5 of 8 at k = 6 alone, 7 of 8 with the
+search; docs/method.md)."""
 FLOWAE_K = 6
 """The latent dim of a flowae side when ``k`` is None (each k would train new FlowAEs)."""
 
@@ -370,7 +371,7 @@ class Translation:
             "leaf_correspondence": self.leaf_correspondence,
             "modes": [len(a.info["source_tree"].leaves()), len(a.info["target_tree"].leaves())]
             if "source_tree" in a.info else None,
-            "fit_kl": a.fit_kl, "round_trip": a.round_trip,
+            "fit_kl": a.fit_kl, "round_trip": a.round_trip, "confirmation": a.confirmation,
             "fit_check": a.fit_check.to_dict() if a.fit_check is not None else None,
             "ambiguous": a.ambiguous, "poor_fit": self.poor_fit, "fit_reason": self.fit_reason,
             "k_search": self.search,
@@ -418,6 +419,7 @@ class Translation:
                 piecewise=(PiecewiseAffine.from_dict(doc["piecewise"])
                            if doc["piecewise"] is not None else None),
                 fit_kl=summ["fit_kl"], round_trip=summ["round_trip"],
+                confirmation=summ.get("confirmation"),
                 fit_check=FitCheck(**{k: v for k, v in check.items() if k != "poor"})
                 if check else None, ambiguous=bool(summ["ambiguous"]))
             cfg = TranslateConfig.model_validate(doc["config"])
@@ -439,9 +441,10 @@ def fit_translation(source: np.ndarray, target: np.ndarray, cfg: TranslateConfig
         source_side: an already trained side (e.g. `Side.load`), instead of training one.
         target_side: likewise for the target.
 
-    With ``cfg.k`` None (the pca encoder) each latent dim of `K_SEARCH` is tried, largest
-    first, and the first map that passes every fit check is returned; when none passes, the
-    first identifiable one is returned, flagged. ``Translation.search`` records each try.
+    With ``cfg.k`` None (the pca encoder) a map is fitted at each latent dim of `K_SEARCH`;
+    each map that passes its fit checks must also be confirmed by a passing map at another
+    dim (`confirm`). The largest k whose map passes everything is returned; when none does,
+    the largest identifiable one, flagged. ``Translation.search`` records each k.
 
     Raises:
         InputError: bad embeddings or options; `flowtopo.matching.NotIdentifiable` when at no
@@ -466,9 +469,8 @@ def fit_translation(source: np.ndarray, target: np.ndarray, cfg: TranslateConfig
         if not ks:
             raise InputError(f"the embeddings keep only {room} dims; give an explicit k < "
                              f"{min(K_SEARCH)}")
-    tried: list[dict[str, Any]] = []
-    fallback: Translation | None = None
-    refusal: NotIdentifiable | None = None
+    found: list[Translation] = []
+    refusals: dict[int, str] = {}
     for k in ks:
         c = cfg.model_copy(update={"k": k})
         try:
@@ -476,28 +478,54 @@ def fit_translation(source: np.ndarray, target: np.ndarray, cfg: TranslateConfig
             t = target_side or fit_side(xt, c, what="target")
             exact = cfg.density == "exact" and s.model is not None and t.model is not None
             res = align(s.space(xs, exact=exact), t.space(xt, exact=exact), method="tree",
-                        transform=c.transform, seed=c.seed, min_persistence=c.min_persistence)
+                        transform=c.transform, seed=c.seed, min_persistence=c.min_persistence,
+                        select="consensus")
         except NotIdentifiable as err:
-            refusal = err
-            tried.append({"k": k, "passed": False, "reason": str(err)})
+            refusals[k] = str(err)
+            if len(refusals) == len(ks):
+                raise
             continue
-        tried.append({"k": k, "passed": not res.poor_fit, "reason": res.fit_reason})
-        tr = Translation(s, t, res, c, tried)
-        if not res.poor_fit:
-            return tr
-        fallback = fallback or tr
-    if fallback is None:
-        assert refusal is not None
-        raise refusal
-    fallback.search = tried  # every k flagged: the largest identifiable one, flagged
-    return fallback
+        found.append(Translation(s, t, res, c))
+    if len(ks) > 1:
+        confirm(found, len(xs), len(xt))
+    tried = [{"k": k, "passed": False, "reason": refusals[k]} if k in refusals else next(
+        {"k": k, "passed": not tr.poor_fit, "reason": tr.fit_reason,
+         "confirmation": tr.alignment.confirmation} for tr in found if tr.config.k == k)
+        for k in ks]
+    chosen = next((tr for tr in found if not tr.poor_fit), found[0])
+    chosen.search = tried  # none passed: the largest identifiable k, flagged
+    return chosen
 
+
+def confirm(found: list[Translation], n_source: int, n_target: int) -> None:
+    """Set ``alignment.confirmation`` of each translation that passes its own checks.
+
+    A leaf correspondence that the data fix is found again at another latent dim; one that
+    hangs on the noise of one projection is not (measured; docs/method.md "Cross-dimension
+    confirmation"). Each passing map is compared (`flowtopo.matching.leaf_agreement`) with
+    every other passing map; its confirmation is the best agreement, 0.0 when it is the only
+    one that passes. Flagged maps are left as they are.
+
+    Args:
+        found: translations of the same rows at different latent dims.
+        n_source: source rows.
+        n_target: target rows.
+
+    """
+    from flowtopo.matching import leaf_agreement
+
+    passing = [tr for tr in found if not tr.poor_fit]
+    for tr in passing:
+        tr.alignment.confirmation = max(
+            (leaf_agreement(tr.alignment, other.alignment, n_source, n_target)
+             for other in passing if other is not tr), default=0.0)
 
 __all__ = [
     "Side",
     "TranslateConfig",
     "Translation",
     "check_embeddings",
+    "confirm",
     "fit_side",
     "fit_translation",
 ]

@@ -28,6 +28,7 @@ from flowtopo.matching._many import (
 )
 from flowtopo.matching._ml_polish import symmetric_kl
 from flowtopo.matching._result import (
+    POOR_CONFIRMATION,
     POOR_FIT_KL,
     POOR_ROUND_TRIP,
     AlignResult,
@@ -36,7 +37,7 @@ from flowtopo.matching._result import (
 )
 from flowtopo.matching._transforms import TRANSFORMS, fit_map
 from flowtopo.matching._tree_match import TreeMatcher, TreeMatching
-from flowtopo.matching._tree_method import NotIdentifiable, align_tree
+from flowtopo.matching._tree_method import NotIdentifiable, align_tree, leaf_agreement
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ def align(source: LatentSpace | np.ndarray, target: LatentSpace | np.ndarray, *,
 
 __all__ = [
     "METHODS",
+    "POOR_CONFIRMATION",
     "POOR_FIT_C2ST",
     "POOR_FIT_KL",
     "POOR_ROUND_TRIP",
@@ -132,6 +134,7 @@ __all__ = [
     "c2st_fit_check",
     "disjoint_halves",
     "fit_map",
+    "leaf_agreement",
     "model_spaces",
     "sliced_wasserstein",
     "symmetric_kl",

@@ -80,6 +80,12 @@ POOR_ROUND_TRIP = 0.7
 correspondence measured 0.78-1.0 on network pairs of digits, wrong ones 0.31-0.51
 (docs/method.md)."""
 
+POOR_CONFIRMATION = 0.75
+"""Agreement (mass share) with the leaf correspondence found at another latent dim below which a
+translation is flagged (`flowtopo.translate`): right correspondences were reproduced at another
+dim on 0.76-1.0 of the mass, wrong ones that passed the other checks on 0.08-0.59
+(docs/method.md "Cross-dimension confirmation")."""
+
 POOR_FIT_KL = 0.25
 """Symmetric KL (nats) above which a map is flagged: right maps measure ~0.01 on the synthetic
 problems, the runner-up matchings 0.75 and more (docs/method.md)."""
@@ -112,6 +118,10 @@ class AlignResult:
         fit_check: oracle-free fit check of the whole map on the points alone, for every
             method (`flowtopo.matching.c2st_fit_check`: classifier two-sample test of the
             mapped source against the target, calibrated on a target-vs-target null).
+        confirmation: set by `flowtopo.translate` when it searches the latent dim: the largest
+            mass share on which the leaf correspondence agrees with that of a map at another
+            latent dim that passes its own checks (`flowtopo.matching.leaf_agreement`); 0.0
+            when no other dim's map passes; None when not searched.
 
     """
 
@@ -130,6 +140,7 @@ class AlignResult:
     fit_check: FitCheck | None = None
     piecewise: PiecewiseAffine | None = None
     round_trip: float | None = None
+    confirmation: float | None = None
 
     @property
     def poor_fit(self) -> bool:
@@ -154,6 +165,13 @@ class AlignResult:
             c = self.fit_check
             return (f"two-sample accuracy {c.accuracy:.3f} exceeds the target-vs-target null "
                     f"{c.null_mean:.3f} by {c.excess:.3f}")
+        if self.confirmation is not None and self.confirmation < POOR_CONFIRMATION:
+            if self.confirmation == 0.0:
+                return ("no map at another latent dim passes its checks to confirm the leaf "
+                        "correspondence")
+            return (f"the leaf correspondence is not reproduced at another latent dim: the "
+                    f"best agreement is {self.confirmation:.0%} of the mass "
+                    f"(< {POOR_CONFIRMATION:.0%})")
         return None
 
     def transform(self, z: np.ndarray) -> np.ndarray:

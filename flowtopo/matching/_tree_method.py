@@ -15,10 +15,11 @@
    small trees (<= 6 leaves), else those proposed by quadratic assignment of whitened
    centroid distances; learned densities reproduce clusters more reliably than nesting.
    Leaf correspondences are also proposed from scale-free invariants compared by rank
-   (`flowtopo.matching._cues`: separations in units of the clusters' spreads, merge heights
-   relative to peaks), the cue that carries the correspondence between two DIFFERENT networks.
-   The winner is the best-fitting candidate among those whose cue consensus is within
-   `CONSENSUS_MARGIN` of the best consensus.
+   (`flowtopo.matching._cues`: the order of centroid distances and of how close two leaves
+   come), the cue that carries the correspondence between two DIFFERENT networks.
+   The winner (`_pick`): with ``select="fit"``, the best-fitting candidate among those whose
+   cue consensus is within `CONSENSUS_MARGIN` of the best consensus; with
+   ``select="consensus"`` (two different networks), the candidate of highest consensus.
 5. Match across scales: when the two trees have different numbers of modes, the finer tree is
    coarsened to the other's count (its merge threshold raised between the persistences of its
    c-th and (c+1)-th modes), so a mode whose persistence sits near the threshold in one tree
@@ -140,19 +141,41 @@ CONSENSUS_MARGIN = 0.1
 """Candidates whose cue consensus is within this of the best are judged by their fit."""
 
 
-def _pick(fits: list[float], agree: list[float]) -> int:
-    """Index of the best candidate: the best fit among those whose consensus is near the top.
+RANDOM_CLIMBS = 32
+"""Random assignments climbed (`flowtopo.matching._cues.climb`) beside the quadratic-assignment
+proposals when the consensus decides (``select="consensus"``)."""
 
-    Consensus (order agreement of scale-free separations) rules out correspondences that
-    contradict the clusters' geometry; among the plausible ones, the distribution fit (the
-    exact likelihood when densities are exact) decides. Candidates without a consensus (fewer
-    than three matched leaves) are judged by fit alone.
+SELECT = ("fit", "consensus")
+"""How `align_tree` picks among candidate matchings (see `_pick`)."""
+
+
+def _pick(fits: list[float], agree: list[float], leaves: list[int], select: str) -> int:
+    """Index of the best candidate.
+
+    ``select="fit"`` (latents related by a map of the family, e.g. two models of one data set):
+    the best fit among those whose consensus is within `CONSENSUS_MARGIN` of the top: the
+    consensus rules out correspondences that contradict the clusters' geometry, the fit (the
+    exact likelihood when densities are exact) decides among the plausible ones.
+
+    ``select="consensus"`` (two DIFFERENT networks): the highest consensus among the
+    candidates that match the most leaves, the fit breaking ties. There the distribution fit
+    of one quick affine map does not tell a right correspondence from a wrong one (measured:
+    the supervised affine map itself fails the two-sample check on most pairs of classifiers'
+    hidden layers; docs/method.md "Cues"); the order of separations does more often.
+
+    Candidates without a consensus (fewer than three matched leaves) are judged by fit alone
+    when no candidate has one.
     """
     f = np.nan_to_num(np.asarray(fits, dtype=np.float64), nan=np.inf)
     a = np.asarray(agree, dtype=np.float64)
-    top = np.nanmax(a) if np.isfinite(a).any() else np.nan
-    ok = ~np.isfinite(a) | (a >= top - CONSENSUS_MARGIN) if np.isfinite(top) else np.ones_like(
-        f, dtype=bool)
+    if not np.isfinite(a).any():
+        return int(np.argmin(f))
+    if select == "fit":
+        ok = ~np.isfinite(a) | (a >= np.nanmax(a) - CONSENSUS_MARGIN)
+        return int(np.argmin(np.where(ok, f, np.inf)))
+    n = np.where(np.isfinite(a), np.asarray(leaves), -1)
+    ok = n == n.max()
+    ok &= a >= np.nanmax(np.where(ok, a, -np.inf)) - 1e-12
     return int(np.argmin(np.where(ok, f, np.inf)))
 
 
@@ -168,15 +191,18 @@ class _Selection:
 
 def _select(ts: DensityTree, tt: DensityTree, source: LatentSpace, target: LatentSpace,
             transform: str, seed: int, tie: float, cue_restarts: int, max_cue: int,
-            rng: np.random.Generator) -> _Selection:
+            select: str, rng: np.random.Generator) -> _Selection:
     """Propose matchings (structural, leaf search, cues), score each, put the winner first."""
     found: list[TreeMatching] = TreeMatcher(ts, tt, tie=tie).candidates()
     structural_tie = len(found) > 1
     leaf_search = (leaf_candidates(ts, tt, source, target, transform, seed)
                    or qap_leaf_candidates(ts, tt, source, target, transform, seed))
-    cs, ct = leaf_cues(ts, source.points), leaf_cues(tt, target.points)
+    cue_set = "networks" if select == "consensus" else "scale_free"
+    cs = leaf_cues(ts, source.points, cue_set, seed)
+    ct = leaf_cues(tt, target.points, cue_set, seed)
     cues = [TreeMatching(float("nan"), [(0, 0), *pairs]) for _, pairs in cue_candidates(
-        cs, ct, restarts=cue_restarts, seed=seed, min_pairs=needed(transform, source.k))]
+        cs, ct, restarts=cue_restarts, seed=seed, min_pairs=needed(transform, source.k),
+        random_climbs=RANDOM_CLIMBS if select == "consensus" else 0)]
     known = {tuple(sorted(c.pairs)) for c in found}
     for cand in [*leaf_search, *cues[:max_cue]]:
         if tuple(sorted(cand.pairs)) not in known:
@@ -194,7 +220,9 @@ def _select(ts: DensityTree, tt: DensityTree, source: LatentSpace, target: Laten
         fit, criterion = fit_score(source, target, a, b, seed)
         scored.append(Candidate(cand.pairs, cand.cost, fit, a, b))
         agree.append(consensus(cs, ct, cand.pairs))
-    pick = _pick([c.fit for c in scored], agree)
+    leaves = [sum(ts.nodes[u].is_leaf and tt.nodes[v].is_leaf for u, v in c.node_pairs)
+              for c in scored]
+    pick = _pick([c.fit for c in scored], agree, leaves, select)
     order = sorted(range(len(scored)), key=lambda i: (i != pick, scored[i].fit))
     return _Selection([scored[i] for i in order], [agree[i] for i in order], criterion,
                       structural_tie)
@@ -215,21 +243,71 @@ def leaf_round_trip(ts: DensityTree, forward: list[tuple[int, int]],
     return float(home / total) if total > 0 else 0.0
 
 
+def _leaf_of(tree: DensityTree, n: int) -> np.ndarray:
+    lab = np.full(n, -1)
+    for leaf in tree.leaves():
+        lab[np.asarray(leaf.members, dtype=np.int64)] = leaf.id
+    return lab
+
+
+def leaf_agreement(a: AlignResult, b: AlignResult, n_source: int, n_target: int) -> float:
+    """Mass share on which two tree alignments of the SAME points send sources to one place.
+
+    ``a`` and ``b`` align the same source rows to the same target rows (e.g. at two latent
+    dims: their trees and leaves differ). A source point agrees when the target leaves that
+    its leaf is matched to under ``a`` and under ``b`` share at least half the members of the
+    smaller; the result is the share of agreeing points among those matched by both.
+
+    Args:
+        a: one alignment (``info`` holds ``source_tree`` and ``target_tree``).
+        b: the other.
+        n_source: source rows.
+        n_target: target rows.
+
+    """
+    ts_a, tt_a = a.info["source_tree"], a.info["target_tree"]
+    ts_b, tt_b = b.info["source_tree"], b.info["target_tree"]
+    ca = {u: v for u, v in a.node_pairs if ts_a.nodes[u].is_leaf}
+    cb = {u: v for u, v in b.node_pairs if ts_b.nodes[u].is_leaf}
+    la, lb = _leaf_of(ts_a, n_source), _leaf_of(ts_b, n_source)
+    ma, mb = _leaf_of(tt_a, n_target), _leaf_of(tt_b, n_target)
+    both = np.array([u in ca and w in cb for u, w in zip(la, lb, strict=True)])
+    if not both.any():
+        return 0.0
+    same: dict[tuple[int, int], bool] = {}
+    agree = 0
+    for u, w in zip(la[both], lb[both], strict=True):
+        key = (ca[u], cb[w])
+        if key not in same:
+            x, y = ma == key[0], mb == key[1]
+            same[key] = bool((x & y).sum() >= 0.5 * max(1, min(x.sum(), y.sum())))
+        agree += same[key]
+    return float(agree / both.sum())
+
+
 def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "affine",
                seed: int = 0, k_neighbors: int = 15, min_persistence: float = 2.0,
                min_mass: float = 0.01, refine_iters: int = 6, per_leaf: int = 1000,
                tie: float = 0.03, polish: bool = True, cue_restarts: int = 24,
-               max_cue_candidates: int = 16, round_trip: bool = True) -> AlignResult:
+               max_cue_candidates: int = 16, round_trip: bool = True, select: str = "fit"
+               ) -> AlignResult:
     """Align ``source`` to ``target`` by matching their density trees (see module docstring).
 
     With ``round_trip`` the leaf correspondence is also chosen independently in the other
     direction (target to source, the same trees); ``round_trip`` in the result is the mass
     share on which the two agree (`leaf_round_trip`), and a low agreement flags the map.
 
+    ``select`` (`SELECT`) is how the winner is picked among the candidates (`_pick`):
+    ``"fit"`` for latents related by a map of the family, ``"consensus"`` for two different
+    networks (what `flowtopo.translate` uses).
+
     Raises:
         NotIdentifiable: too few matched clusters in general position for the map.
+        InputError: an unknown ``select``.
 
     """
+    if select not in SELECT:
+        raise InputError(f"unknown select {select!r}; valid: {', '.join(SELECT)}")
     rng = np.random.default_rng(seed)
     ts = density_tree(source.points, source.log_density, k_neighbors=k_neighbors,
                       min_persistence=min_persistence, min_mass=min_mass)
@@ -241,12 +319,12 @@ def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "af
     if len(tt.leaves()) > c:
         tt = _at_leaf_count(target, tt, c, k_neighbors, min_persistence, min_mass)
     sel = _select(ts, tt, source, target, transform, seed, tie, cue_restarts,
-                  max_cue_candidates, rng)
+                  max_cue_candidates, select, rng)
     scored, best, criterion = sel.scored, sel.scored[0], sel.criterion
     agreement = None
     if round_trip:
         back = _select(tt, ts, target, source, transform, seed, tie, cue_restarts,
-                       max_cue_candidates, rng)
+                       max_cue_candidates, select, rng)
         agreement = leaf_round_trip(ts, best.node_pairs, back.scored[0].node_pairs)
     close = len(scored) > 1 and criterion == "nll" and abs(scored[1].fit - best.fit) < 0.05
     # then refine the winner fully
