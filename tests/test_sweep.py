@@ -418,6 +418,11 @@ def test_asha_stops_trials_early_and_the_record_says_so(tmp_path, ray_local):
         assert {a.path for a in client.list_artifacts(r.info.run_id)} >= {"checkpoint",
                                                                             "latent.png"}
     assert res.best["mlflow_run_id"] in {r.info.run_id for r in trials}
+    # the sweep's best is the best EPOCH over all trials, as `priors best` ranks (best_*)
+    assert res.best["value"] == pytest.approx(min(r.data.metrics["best_adv_loss"]
+                                                  for r in trials), rel=1e-6)
+    best_run = next(r for r in trials if r.info.run_id == res.best["mlflow_run_id"])
+    assert best_run.data.metrics["best_adv_loss"] == pytest.approx(res.best["value"], rel=1e-6)
 
 
 def test_the_grid_sampler_runs_to_the_end_of_its_grid_under_ask_and_tell():

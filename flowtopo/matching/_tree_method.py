@@ -350,6 +350,7 @@ def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "af
         piecewise=piecewise, round_trip=agreement,
         info={"source_tree": ts, "target_tree": tt, "n_candidates": len(scored),
               "fit": best.fit, "fit_criterion": criterion, "consensus": sel.agree[0],
+              "select": select,
               "polish": None if polished is None else {
                   "sides": polished.sides, "before": polished.before,
                   "after": polished.after, "iterations": polished.iterations}})

@@ -201,8 +201,12 @@ def align_pair(ckpt_a: dict[str, bytes], ckpt_b: dict[str, bytes], dataset: dict
     def score(transform_fn: Any) -> dict[str, float] | None:
         return None if za is None else translation_scores(za, zb, transform_fn, y)
 
+    # two models of one data set are related by a map of the family: the fit picks; two
+    # models of different data (two networks) by the cue consensus (docs/method.md "Cues")
+    opts = {"select": "fit" if dataset_b is None or dataset_b == dataset else "consensus"
+            } if method == "tree" else {}
     try:
-        res = align(space_a, space_b, method=method, transform=transform, seed=seed)
+        res = align(space_a, space_b, method=method, transform=transform, seed=seed, **opts)
         out["result"] = res
         out["scores"][method] = score(res.transform)
     except InputError as err:
@@ -418,6 +422,7 @@ def _record_pair(client: Any, exp_id: str, parent_id: str, a: str, b: str,
               "ambiguous": bool(ar.ambiguous), "candidates": len(ar.candidates),
               "transform": ar.transform_kind, "fit_kl": ar.fit_kl, "poor_fit": ar.poor_fit,
               "fit_reason": ar.fit_reason, "round_trip": ar.round_trip,
+              "select": ar.info.get("select"),
               "fit_check": ar.fit_check.to_dict() if ar.fit_check is not None else None}
     checks = {"fit_kl": ar.fit_kl, "round_trip": ar.round_trip,
               "c2st_excess": ar.fit_check.excess if ar.fit_check is not None else None}

@@ -353,18 +353,32 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
 
 def _best_result(results: Any, spec: SweepSpec, runtime: dict[str, Any],
                  client: Any) -> dict[str, Any]:
-    """The search's best trial (Ray Tune's choice on ``spec.metric``) and its MLflow run."""
+    """The search's best trial on ``spec.metric`` at its best epoch, and its MLflow run.
+
+    Ray Tune's ``scope="all"``: every epoch a trial reported counts, as in ``flowtopo priors
+    best`` (whose ``best_*`` metrics are each run's best epoch); the default scope, the last
+    report, named another family than ``priors best`` when a trial's final epoch was worse than
+    its best.
+    """
+    import math
+
     try:
-        b = results.get_best_result(metric=spec.metric, mode=spec.mode, filter_nan_and_inf=True)
+        b = results.get_best_result(metric=spec.metric, mode=spec.mode, scope="all",
+                                    filter_nan_and_inf=True)
     except RuntimeError:  # no trial reported a finite metric
         return {}
+    history = b.metrics_dataframe
+    values = ([float(v) for v in history[spec.metric] if math.isfinite(float(v))]
+              if history is not None and spec.metric in history else [])
+    value = (min(values) if spec.mode == "min" else max(values)) if values else b.metrics.get(
+        spec.metric)
     run_id = b.metrics.get("mlflow_run_id")
     if run_id is None:  # stopped early: no final report; find its run by trial id
         found = client.search_runs([runtime["experiment_id"]], filter_string=(
             f"tags.sweep_id = '{runtime['sweep_id']}' and tags.trial_id = "
             f"'{b.metrics.get('trial_id')}'"))
         run_id = found[0].info.run_id if found else None
-    return {"metric": spec.metric, "value": b.metrics.get(spec.metric),
+    return {"metric": spec.metric, "value": value,
             "config": {k: v for k, v in b.config.items() if k not in ("runtime",)},
             "mlflow_run_id": run_id}
 
