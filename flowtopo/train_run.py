@@ -121,17 +121,31 @@ def run_train_spec(spec: TrainSpec,
     return TrainJobResult(result, ckpt, ds, run_id)
 
 
+SUMMARY_KEYS = ("val_adv_loss", "val_nll", "val_c2st", "val_recon", "val_noise_kl")
+"""The per-epoch validation metrics that get a ``best_*`` summary."""
+
+
+def best_over_epochs(history: list[dict[str, float]]) -> dict[str, float]:
+    """``best_*``: the minimum over ``history``'s epochs of each of `SUMMARY_KEYS` it holds.
+
+    One definition for finished runs (`summary_metrics`) and for trials a scheduler stopped
+    (``flowtopo.sweep.trainable``); ``flowtopo priors best`` ranks by these.
+    """
+    out = {}
+    for key in SUMMARY_KEYS:
+        vals = [h[key] for h in history if key in h]
+        if vals:
+            out[f"best_{key.removeprefix('val_')}"] = float(min(vals))
+    return out
+
+
 def summary_metrics(result: TrainResult) -> dict[str, float]:
     """Explicit summary metrics for ranking (MLflow's ``metrics.X`` is the LAST value logged).
 
-    ``best_*`` are the minimum over epochs; ``final_*`` the best epoch's (restored) values.
+    ``best_*`` are the minimum over epochs (`best_over_epochs`); ``final_*`` the best epoch's
+    (restored) values.
     """
-    keys = ("val_adv_loss", "val_nll", "val_c2st", "val_recon", "val_noise_kl")
-    out = {}
-    for key in keys:
-        vals = [h[key] for h in result.history if key in h]
-        if vals:
-            out[f"best_{key.removeprefix('val_')}"] = float(min(vals))
-    out.update({f"final_{k.removeprefix('val_')}": float(result.best[k]) for k in keys})
+    out = best_over_epochs(result.history)
+    out.update({f"final_{k.removeprefix('val_')}": float(result.best[k]) for k in SUMMARY_KEYS})
     out["best_epoch"] = float(result.best_epoch)
     return out

@@ -19,16 +19,19 @@ target (m, d_t), and returns a `Translation`:
      the default because it is what works on real networks today: on pairs of classifiers'
      hidden layers (docs/benchmarks.md) trained FlowAEs arrange the classes in their latents
      each in its own way, and no matching recovered the correspondence through them.
-3. `flowtopo.matching.align` with ``method="tree"`` matches the two density trees and fits the
-   latent map (``piecewise`` by default: one affine map per matched mode, blended by soft
-   membership).
+3. `flowtopo.matching.align` with ``method="tree"`` and ``select="consensus"`` matches the two
+   density trees (the leaf correspondence whose separations agree best in order: two
+   different networks) and fits the latent map (``piecewise`` by default: one affine map per
+   matched mode, blended by soft membership), at each latent dim of `K_SEARCH` (`confirm`).
 4. ``Translation.transform(x_source)``: encode with the source side, map the latent, decode
    with the target side (noise dims 0), undo the target's PCA and scaling.
 
 Every translation carries its fit checks (`AlignResult.fit_reason`): the symmetric KL of the
 affine part between the two exact densities, a calibrated classifier two-sample test of the
-mapped source latents against the target's, and the leaf round trip. ``poor_fit`` says not to
-trust it; `NotIdentifiable` is raised when the densities cannot fix the map at all.
+mapped source latents against the target's, the leaf round trip, and (when the latent dim is
+searched) the confirmation of its leaf correspondence by a passing map at another dim.
+``poor_fit`` says not to trust it; `NotIdentifiable` is raised when the densities cannot fix
+the map at all.
 """
 
 from __future__ import annotations
@@ -59,7 +62,9 @@ class TranslateConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     k: int | None = Field(None, ge=1, description="Latent dimension of each side. None: "
-                          "searched (see `K_SEARCH`) with the pca encoder, 6 with flowae.")
+                          "searched (see `K_SEARCH`; each map must then be confirmed at "
+                          "another dim) with the pca encoder, 6 with flowae. An explicit k "
+                          "has no cross-dimension confirmation.")
     pca: int | None = Field(16, ge=1, description="Principal components kept per side "
                             "before the FlowAE (None: all dims).")
     priors: list[Named] = Field(

@@ -221,3 +221,12 @@ def test_train_refuses_bad_out_and_overrides_with_one_line(tmp_path, overrides, 
     assert res.exit_code == 2 and message in res.output
     assert len(res.output.strip().splitlines()) == 1
     assert sorted(p.name for p in Path.cwd().iterdir()) == before  # nothing written here
+
+
+def test_best_over_epochs_is_each_metrics_minimum_over_the_epochs_that_hold_it():
+    from flowtopo.train_run import best_over_epochs
+
+    history = [{"val_nll": 3.0, "val_adv_loss": 1.0}, {"val_nll": 2.0, "val_adv_loss": 1.5},
+               {"val_nll": 2.5, "train_loss": -9.0}]
+    assert best_over_epochs(history) == {"best_nll": 2.0, "best_adv_loss": 1.0}
+    assert best_over_epochs([]) == {}

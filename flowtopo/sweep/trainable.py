@@ -97,12 +97,9 @@ def _node_id() -> str:
 def _stopped_early(client: Any, run_id: str, history: list[dict[str, float]]) -> None:
     """Close the run of a trial the scheduler stopped: KILLED, with best-so-far summaries."""
     from flowtopo.tracking import log_metrics
+    from flowtopo.train_run import best_over_epochs
 
-    summary = {}
-    for key in ("val_adv_loss", "val_nll", "val_c2st", "val_recon", "val_noise_kl"):
-        vals = [h[key] for h in history if key in h]
-        if vals:
-            summary[f"best_{key.removeprefix('val_')}"] = float(min(vals))
+    summary = best_over_epochs(history)
     if summary:
         log_metrics(client, run_id, summary)
     client.set_tag(run_id, "stopped_early", f"by the scheduler after {len(history)} epochs")
