@@ -7,6 +7,7 @@ the schema migrations).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
@@ -169,20 +170,28 @@ def log_params(client: Any, run_id: str, params: dict[str, Any]) -> None:
 
 
 def provenance_tags() -> dict[str, str]:
-    """``flowtopo.version`` and ``flowtopo.git_commit`` (of the code that runs, or "unknown")."""
-    import subprocess
+    """``flowtopo.version`` and ``flowtopo.git_commit`` (of the code that runs, or "unknown").
 
+    The commit is asked of git once per process (`_git_commit`); a sweep tags every trial.
+    """
     from flowtopo._version import __version__
 
-    commit = "unknown"
+    return {"flowtopo.version": __version__, "flowtopo.git_commit": _git_commit()}
+
+
+@functools.lru_cache(maxsize=1)
+def _git_commit() -> str:
+    """The commit of the checkout this package runs from, or "unknown" (not a git checkout)."""
+    import subprocess
+
     try:
         res = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                              timeout=5, cwd=Path(__file__).parent)
         if res.returncode == 0 and res.stdout.strip():
-            commit = res.stdout.strip()
+            return res.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         pass
-    return {"flowtopo.version": __version__, "flowtopo.git_commit": commit}
+    return "unknown"
 
 
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -110,6 +110,25 @@ def test_a_run_carries_its_provenance_and_its_config_without_runtime_paths(tmp_p
     assert not {"out", "mlflow"} & set(run.data.params)
 
 
+def test_git_is_asked_for_the_commit_once_per_process(monkeypatch):
+    import subprocess
+
+    from flowtopo import tracking
+
+    calls = []
+    real = subprocess.run
+
+    def counting(*args, **kwargs):
+        calls.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(subprocess, "run", counting)
+    tracking._git_commit.cache_clear()
+    first = tracking.provenance_tags()
+    assert tracking.provenance_tags() == first and len(calls) == 1
+    tracking._git_commit.cache_clear()
+
+
 @pytest.mark.parametrize("args,message", [
     ([], "no MLflow store at"),  # a read command creates nothing
     (["--tracking-uri", "foo://x"], "unknown scheme 'foo'"),
