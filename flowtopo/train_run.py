@@ -125,17 +125,29 @@ SUMMARY_KEYS = ("val_adv_loss", "val_nll", "val_c2st", "val_recon", "val_noise_k
 """The per-epoch validation metrics that get a ``best_*`` summary."""
 
 
-def best_over_epochs(history: list[dict[str, float]]) -> dict[str, float]:
-    """``best_*``: the minimum over ``history``'s epochs of each of `SUMMARY_KEYS` it holds.
+def c2st_gap(accuracy: float) -> float:
+    """How far a two-sample accuracy is from chance: |accuracy - 0.5| (0 = indistinguishable).
 
-    One definition for finished runs (`summary_metrics`) and for trials a scheduler stopped
-    (``flowtopo.sweep.trainable``); ``flowtopo priors best`` ranks by these.
+    An accuracy below 0.5 is no better than one as far above it: both are chance plus noise
+    or a classifier that tells the samples apart (inverted). Ranking by the raw accuracy would
+    reward values below 0.5.
+    """
+    return abs(float(accuracy) - 0.5)
+
+
+def best_over_epochs(history: list[dict[str, float]]) -> dict[str, float]:
+    """``best_*``: each of `SUMMARY_KEYS` that ``history`` holds at its best epoch for it.
+
+    The minimum over epochs, except ``val_c2st``: the accuracy of the epoch closest to chance
+    (`c2st_gap`). One definition for finished runs (`summary_metrics`) and for trials a
+    scheduler stopped (``flowtopo.sweep.trainable``); ``flowtopo priors best`` ranks by these.
     """
     out = {}
     for key in SUMMARY_KEYS:
         vals = [h[key] for h in history if key in h]
         if vals:
-            out[f"best_{key.removeprefix('val_')}"] = float(min(vals))
+            best = min(vals, key=c2st_gap) if key == "val_c2st" else min(vals)
+            out[f"best_{key.removeprefix('val_')}"] = float(best)
     return out
 
 

@@ -19,3 +19,34 @@ def test_priors_list_names_every_family():
 
     res = runner.invoke(app, ["priors", "list"], terminal_width=200)
     assert res.exit_code == 0 and all(name in res.output for name in PRIORS)
+
+
+def test_priors_best_ranks_two_sample_accuracy_by_its_distance_from_chance(tmp_path):
+    """A c2st accuracy of 0.45 is as far from chance as 0.55: ranking the raw value rewarded
+    accuracies below 0.5 (0.30 ranked first)."""
+    from flowtopo.pipeline.best import best_priors, rank_families
+    from flowtopo.tracking import ensure_experiment, mlflow_client
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client, exp = mlflow_client(uri), ensure_experiment(uri, "c2st")
+    for family, acc in (("a", 0.45), ("b", 0.52), ("c", 0.30), ("d", 0.75)):
+        run = client.create_run(exp, tags={"flowtopo.kind": "trial", "family": family})
+        client.log_metric(run.info.run_id, "best_c2st", acc)
+        client.log_metric(run.info.run_id, "best_nll", acc)
+        client.set_terminated(run.info.run_id, "FINISHED")
+    rows = best_priors("c2st", tracking_uri=uri, metric="best_c2st", top=1)
+    assert [r["family"] for r in rows] == ["b", "a", "c", "d"]
+    assert [r["family"] for r in best_priors("c2st", tracking_uri=uri, metric="best_nll",
+                                             top=1)] == ["c", "a", "b", "d"]
+    assert [f["group"] for f in rank_families(rows, "best_c2st")][:2] == ["b", "a"]
+    res = runner.invoke(app, ["priors", "best", "--experiment", "c2st", "--tracking-uri", uri,
+                              "--metric", "best_c2st", "--top", "1"], terminal_width=200)
+    assert res.exit_code == 0, res.output
+    assert res.output.index(" b ") < res.output.index(" a ") < res.output.index(" c ")
+
+
+def test_the_best_c2st_of_a_run_is_its_epoch_closest_to_chance():
+    from flowtopo.train_run import best_over_epochs
+
+    history = [{"val_c2st": 0.7}, {"val_c2st": 0.48}, {"val_c2st": 0.55}, {"val_c2st": 0.3}]
+    assert best_over_epochs(history)["best_c2st"] == 0.48

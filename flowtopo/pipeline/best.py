@@ -39,11 +39,12 @@ def best_priors(experiment: str, *, tracking_uri: str | None = None,
     runs = client.search_runs(
         [exp.experiment_id],
         filter_string="attributes.status = 'FINISHED' and tags.`flowtopo.kind` = 'trial'",
-        order_by=[f"metrics.{metric} {'ASC' if ascending else 'DESC'}"], max_results=5000)
+        max_results=5000)
+    runs = sorted((r for r in runs if metric in r.data.metrics),
+                  key=lambda r: rank_key(metric, r.data.metrics[metric]),
+                  reverse=not ascending)
     groups: dict[str, list[dict[str, Any]]] = {}
     for r in runs:
-        if metric not in r.data.metrics:
-            continue
         group = r.data.tags.get(by, "?")
         rows = groups.setdefault(group, [])
         if len(rows) >= top:
@@ -57,9 +58,20 @@ def best_priors(experiment: str, *, tracking_uri: str | None = None,
             **{m: r.data.metrics.get(m) for m in (*SHOWN, metric)},
             "prior_params": prior_params,
         })
-    best_of = {g: rows[0][metric] for g, rows in groups.items()}
+    best_of = {g: rank_key(metric, rows[0][metric]) for g, rows in groups.items()}
     order = sorted(groups, key=lambda g: best_of[g], reverse=not ascending)
     return [row for g in order for row in groups[g]]
+
+
+def rank_key(metric: str, value: float) -> float:
+    """What ranks ``value`` of summary ``metric`` (smaller is better).
+
+    The metric itself, except the two-sample accuracies (``*_c2st``): their distance from
+    chance (`flowtopo.train_run.c2st_gap`), so that 0.45 does not outrank 0.5.
+    """
+    from flowtopo.train_run import c2st_gap
+
+    return c2st_gap(value) if metric.endswith("_c2st") else float(value)
 
 
 def measure_reproducibility(rows: list[dict[str, Any]], *, tracking_uri: str | None = None,
@@ -112,9 +124,10 @@ def measure_reproducibility(rows: list[dict[str, Any]], *, tracking_uri: str | N
 def rank_families(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any]]:
     """One row per group, ranked by fit AND reproducibility.
 
-    ``fit``: the group's mean ``metric`` (lower is better); ``leaf_ari`` and ``sym_kl``: its
-    runs' mean reproducibility (`measure_reproducibility`). ``score`` = rank by fit + rank by
-    leaf ARI (higher is better); groups without a reproducibility measure rank last on it.
+    ``fit``: the group's mean `rank_key` of ``metric`` (lower is better); ``leaf_ari`` and
+    ``sym_kl``: its runs' mean reproducibility (`measure_reproducibility`). ``score`` = rank by
+    fit + rank by leaf ARI (higher is better); groups without a reproducibility measure rank
+    last on it.
     A tree that changes with the seed is not the data's: a family that fits well but does not
     reproduce is no better than one that reproduces and fits slightly worse.
     """
@@ -128,7 +141,8 @@ def rank_families(rows: list[dict[str, Any]], metric: str) -> list[dict[str, Any
         vals = [v for v in vals if v is not None]
         return float(sum(vals) / len(vals)) if vals else float("nan")
 
-    fam = [{"group": g, "runs": len(rs), "fit": mean([r[metric] for r in rs]),
+    fam = [{"group": g, "runs": len(rs), "fit": mean([rank_key(metric, r[metric])
+                                                       for r in rs if r[metric] is not None]),
             "leaf_ari": mean([r.get("repro_leaf_ari") for r in rs]),
             "sym_kl": mean([r.get("repro_sym_kl") for r in rs])} for g, rs in groups.items()]
     if not fam:
