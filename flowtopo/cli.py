@@ -46,8 +46,28 @@ class _Commands(TyperGroup):
             raise typer.Exit(2) from None
 
 
-app = typer.Typer(cls=_Commands, help=__doc__.splitlines()[0], no_args_is_help=True,
+app = typer.Typer(cls=_Commands, help="flowtopo: topology-based translation between neural "
+                  "networks' latent spaces (sweeps, priors, density trees, matching, translation).",
+                  no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from flowtopo._version import __version__
+
+        print(f"flowtopo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", callback=_print_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+) -> None:
+    """Topology-based translation between neural networks' latent spaces."""
+
+
 data_app = typer.Typer(help="Datasets: list them, show one.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 priors_app = typer.Typer(help="Prior families: list them, draw one.", no_args_is_help=True)

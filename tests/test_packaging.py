@@ -34,3 +34,15 @@ def test_the_wheel_carries_license_types_and_version(tmp_path):
     assert "flowtopo/py.typed" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
     assert "License-Expression: MIT" in meta
+
+
+def test_flowtopo_version_prints_the_version_and_the_root_help_has_no_markup():
+    from typer.testing import CliRunner
+
+    from flowtopo.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.output.strip() == f"flowtopo {flowtopo.__version__}"
+    root = runner.invoke(app, ["--help"], terminal_width=200)
+    assert root.exit_code == 0 and "``" not in root.output and "--version" in root.output
