@@ -687,8 +687,10 @@ def sweep_run(
         raise typer.Exit(2 if res.user_errors_only else 1)
 
 
-AddressOption = Annotated[str, typer.Option(help="Ray dashboard address, http://HEAD:8265.",
-                                            envvar="RAY_DASHBOARD_ADDRESS")]
+AddressOption = Annotated[str, typer.Option(
+    help="Ray dashboard address, http://HEAD:8265 (default: RAY_ADDRESS, as Ray's own job CLI "
+    "reads it, then RAY_DASHBOARD_ADDRESS).", envvar=["RAY_ADDRESS", "RAY_DASHBOARD_ADDRESS"],
+    show_envvar=False)]
 TokenOption = Annotated[str | None, typer.Option(help="Ray auth token (default: RAY_AUTH_TOKEN, "
                                                       "RAY_AUTH_TOKEN_PATH, ~/.ray/auth_token).")]
 

@@ -94,6 +94,11 @@ def test_cli_status_of_an_unknown_job_is_one_line(head):
                           "--address", head["address"]], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 2 and len(res.stderr.strip().splitlines()) == 1
+    # the address from RAY_ADDRESS, as Ray's own job CLI reads it: the same answer
+    env = {**os.environ, "RAY_ADDRESS": head["address"]}
+    again = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "status", "nope"],
+                           capture_output=True, text=True, timeout=120, env=env)
+    assert again.returncode == 2 and again.stderr == res.stderr
 
 
 def test_stop_a_running_sweep_job(head):
