@@ -91,7 +91,8 @@ def evaluate(model: FlowAE, disc: Discriminator, x: torch.Tensor, seed: int = 0
         val_noise_kl, val_adv_loss (the generator's held-out adversarial loss ``-log D(z)``:
         lower is better, log 2 when the discriminator cannot tell), val_disc_loss (the
         discriminator's held-out BCE, codes vs fresh prior samples), val_c2st (kNN two-sample
-        accuracy, 0.5 = indistinguishable), nfe.
+        accuracy, 0.5 = indistinguishable), val_c2st_gap (|val_c2st - 0.5|: what a search
+        minimises), nfe.
 
     """
     model.eval()
@@ -102,6 +103,7 @@ def evaluate(model: FlowAE, disc: Discriminator, x: torch.Tensor, seed: int = 0
     prior_z = model.prior().sample((len(x),)).to(z)
     rec = model.decode(z, sample=True)
     rec0 = model.decode(z, sample=False)
+    c2st = c2st_accuracy(z.double().cpu().numpy(), prior_z.double().cpu().numpy(), seed=seed)
     return {
         "val_nll": nll,
         "val_bpd": nll / math.log(2),
@@ -110,8 +112,8 @@ def evaluate(model: FlowAE, disc: Discriminator, x: torch.Tensor, seed: int = 0
         "val_noise_kl": noise_kl(noise.double().cpu().numpy(), model.noise_std),
         "val_adv_loss": float(disc.generator_loss(z)),
         "val_disc_loss": float(disc.loss(prior_z, z)),
-        "val_c2st": c2st_accuracy(z.double().cpu().numpy(), prior_z.double().cpu().numpy(),
-                                  seed=seed),
+        "val_c2st": c2st,
+        "val_c2st_gap": abs(c2st - 0.5),
         "nfe": float(nfe),
     }
 

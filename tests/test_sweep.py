@@ -90,6 +90,8 @@ MALFORMED = {
     "bad-lr": (mutate(("search", "lr"), [0.1, 0.01]), "lr must be"),
     "bad-sampler": (mutate(("sampler",), "cmaes"), "sampler: Input should be"),
     "bad-metric": (mutate(("metric",), "accuracy"), "metric: Input should be"),
+    "raw-c2st": (mutate(("metric",), "val_c2st"), "rewards values below chance; use "
+                 "val_c2st_gap"),
     "train-lr": (mutate(("train", "lr"), 0.1), "set by the sweep"),
     "train-device": (mutate(("train", "device"), "cuda"), "device are set by the sweep"),
     "train-unknown": (mutate(("train", "epochz"), 3), "epochz"),

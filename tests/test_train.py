@@ -48,6 +48,7 @@ def test_every_regulariser_records_the_per_epoch_metrics(reg):
                     "val_noise_kl", "val_c2st", "val_adv_loss"):
             assert np.isfinite(h[key]), key
         assert 0.0 <= h["val_c2st"] <= 1.0
+        assert h["val_c2st_gap"] == pytest.approx(abs(h["val_c2st"] - 0.5))
         assert np.isclose(h["val_bpd"], h["val_nll"] / np.log(2))
     assert set(res.test) >= {"test_nll", "test_c2st", "test_adv_loss"}
 

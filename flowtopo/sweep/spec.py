@@ -113,7 +113,7 @@ class SweepSpec(BaseModel):
     train: dict[str, Any] = Field(default_factory=dict,
                                   description="Fixed TrainConfig fields (epochs, patience...).")
     seeds: int = Field(2, ge=1, description="Independent models of each family's best config.")
-    metric: Literal["val_adv_loss", "val_nll", "val_c2st", "val_recon"] = "val_adv_loss"
+    metric: Literal["val_adv_loss", "val_nll", "val_c2st_gap", "val_recon"] = "val_adv_loss"
     mode: Literal["min", "max"] = "min"
     sampler: Literal["tpe", "random", "grid"] = "tpe"
     scheduler: Literal["asha", "none"] = "none"
@@ -123,6 +123,15 @@ class SweepSpec(BaseModel):
     max_failures: int = Field(1, ge=0, description="Retries per trial (Ray FailureConfig).")
     fail_fast: bool = False
     mlflow: MlflowSpec = Field(default_factory=MlflowSpec)
+
+    @field_validator("metric", mode="before")
+    @classmethod
+    def _not_the_raw_accuracy(cls, v: Any) -> Any:
+        if v == "val_c2st":
+            raise ValueError("val_c2st is a two-sample accuracy (0.5 = indistinguishable from "
+                             "the prior): minimising it rewards values below chance; use "
+                             "val_c2st_gap (|accuracy - 0.5|)")
+        return v
     ray_address: str | None = None
     seed: int = 0
 
