@@ -196,7 +196,7 @@ def _side_from(ref: str | None, tracking_uri: str | None) -> Any:
 
     if Path(ref).is_dir():
         return Side.load(Path(ref))
-    from flowtopo.pipeline.match import fetch_checkpoint
+    from flowtopo.runtime import fetch_checkpoint
     from flowtopo.tracking import resolve_tracking_uri
 
     tmp = Path(tempfile.mkdtemp(prefix="flowtopo-side-"))

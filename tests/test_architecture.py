@@ -17,7 +17,8 @@ LAYERS = {
     "fit_metrics": 2, "representations": 2,
     "topology": 3,
     "matching": 4, "metrics": 4,
-    "specs": 5, "train_run": 5, "translate": 5, "tracking": 5, "sweep": 5, "pipeline": 5,
+    "specs": 5, "runtime": 5, "train_run": 5, "translate": 5, "tracking": 5, "sweep": 5,
+    "pipeline": 5,
     "cli": 6,
 }
 NUMPY_ONLY = ("topology", "matching", "metrics", "data")  # usable without torch, Ray, MLflow

@@ -89,8 +89,8 @@ def measure_reproducibility(rows: list[dict[str, Any]], *, tracking_uri: str | N
 
     from flowtopo.checkpoint import load_checkpoint
     from flowtopo.data import load_dataset
-    from flowtopo.pipeline.match import fetch_checkpoint
     from flowtopo.pipeline.reproducibility import pairwise_reproducibility
+    from flowtopo.runtime import fetch_checkpoint
     from flowtopo.tracking import mlflow_client, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)

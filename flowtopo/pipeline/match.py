@@ -23,8 +23,7 @@ from typing import Any
 import numpy as np
 
 from flowtopo.errors import InputError
-
-CHECKPOINT_ARTIFACT = "checkpoint"
+from flowtopo.runtime import checkpoint_from_files, fetch_checkpoint
 
 
 @dataclass
@@ -103,38 +102,6 @@ def choose_runs(cfg: MatchConfig, client: Any, experiment_id: str) -> list[Any]:
         raise InputError(f"family {family!r} has only one finished run; matching needs two "
                          "(run the sweep with seeds >= 2, or pass --runs)")
     return [client.get_run(rid) for rid in chosen]
-
-
-def fetch_checkpoint(tracking_uri: str, run_id: str, dst: Path) -> dict[str, bytes]:
-    """Download a run's checkpoint artifact; return its files as bytes (for the object store).
-
-    Raises:
-        InputError: the run has no checkpoint artifact, or it does not load (``weights_only``).
-
-    """
-    import mlflow
-
-    from flowtopo.checkpoint import load_checkpoint
-
-    try:
-        local = mlflow.artifacts.download_artifacts(
-            run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=str(dst),
-            tracking_uri=tracking_uri)
-    except Exception as err:  # MlflowException, OSError: the artifact is missing
-        raise InputError(f"run {run_id}: no checkpoint artifact ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200]})") from None
-    load_checkpoint(local)  # refuses anything but a plain state_dict
-    return {p.name: p.read_bytes() for p in Path(local).iterdir() if p.is_file()}
-
-
-def checkpoint_from_files(files: dict[str, bytes], root: Path) -> Any:
-    """Write checkpoint files (from `fetch_checkpoint`) under ``root`` and load them."""
-    from flowtopo.checkpoint import load_checkpoint
-
-    root.mkdir(parents=True, exist_ok=True)
-    for name, blob in files.items():
-        (root / name).write_bytes(blob)
-    return load_checkpoint(root)
 
 
 def _cross_spaces(ck_a: Any, ck_b: Any, dataset_a: dict[str, Any], dataset_b: dict[str, Any],
@@ -235,7 +202,7 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
     import ray
 
     from flowtopo.matching import METHODS, TRANSFORMS
-    from flowtopo.sweep.runner import init_ray
+    from flowtopo.runtime import init_ray
     from flowtopo.tracking import (
         find_experiment,
         log_params,

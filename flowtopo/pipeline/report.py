@@ -217,8 +217,8 @@ def _model_section(client: Any, uri: str, run_id: str, img: Path, out: Path) -> 
     import torch
 
     from flowtopo.data import load_dataset
-    from flowtopo.pipeline.match import checkpoint_from_files, fetch_checkpoint
     from flowtopo.pipeline.report_plots import plot_exemplars, plot_node_labels
+    from flowtopo.runtime import checkpoint_from_files, fetch_checkpoint
     from flowtopo.topology import density_tree
     from flowtopo.topology.plot import plot_tree
 

@@ -17,8 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from flowtopo.errors import InputError
-
-FORWARDED = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+from flowtopo.runtime import FORWARDED
 
 
 def resolve_token(explicit: str | None = None) -> str | None:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flowtopo.runtime import init_ray
 from flowtopo.sweep.spec import SweepSpec
 from flowtopo.sweep.trainable import RESERVED, USER_ERROR
 
@@ -84,39 +85,6 @@ def trainable_for(spec: SweepSpec) -> Any:
 
 
 CONTEXT_FILE = "flowtopo-sweep.json"
-
-
-def init_ray(address: str | None, uri: str) -> None:
-    """Connect to ``address`` (workers get ``MLFLOW_TRACKING_URI=uri``), or start a local Ray."""
-    import os
-
-    import ray
-
-    if ray.is_initialized():
-        return
-    quiet = {"log_to_driver": False, "configure_logging": False}
-    if address:  # a cluster: workers get the tracking URI (and any MLflow credentials of this
-        # environment) through the runtime environment
-        from flowtopo.sweep.jobs import FORWARDED
-
-        env = {"MLFLOW_TRACKING_URI": uri, **{k: os.environ[k] for k in FORWARDED
-                                               if os.environ.get(k)}}
-        ray.init(address=address, runtime_env={"env_vars": env}, **quiet)
-    elif os.environ.get("RAY_ADDRESS"):  # a Ray Job's driver: the job's runtime env applies
-        ray.init(**quiet)
-    else:  # embedded default: a NEW local Ray sized to the machine ("local": never attach to
-        # a cluster that `ray start` once recorded in /tmp/ray, which may be long gone)
-        ray.init(address="local", include_dashboard=False, **quiet)
-    _private_ray_token()
-
-
-def _private_ray_token() -> None:
-    """Ray writes its auth token to ``~/.ray/auth_token`` readable by everyone: make it 0600."""
-    import os
-
-    token = Path.home() / ".ray" / "auth_token"
-    if token.is_file() and token.stat().st_mode & 0o077:
-        os.chmod(token, 0o600)
 
 
 def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str | None = None,

@@ -1,0 +1,84 @@
+"""Runtime setup shared by the orchestration commands: Ray sessions and MLflow checkpoints.
+
+- `init_ray`: connect to a cluster (workers get the tracking URI and any MLflow credentials of
+  this environment, `FORWARDED`), attach as a Ray Job's driver, or start a private local Ray.
+- `fetch_checkpoint` / `checkpoint_from_files`: a run's checkpoint artifact as bytes (for Ray's
+  object store) and back to a loaded checkpoint (``weights_only``).
+
+Used by the sweep runner, ``flowtopo match``, ``priors best --reproducibility``, the report and
+the CLI; it imports none of them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from flowtopo.errors import InputError
+
+FORWARDED = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
+CHECKPOINT_ARTIFACT = "checkpoint"
+"""The artifact folder of a run that holds its checkpoint."""
+
+
+def init_ray(address: str | None, uri: str) -> None:
+    """Connect to ``address`` (workers get ``MLFLOW_TRACKING_URI=uri``), or start a local Ray."""
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        return
+    quiet = {"log_to_driver": False, "configure_logging": False}
+    if address:  # a cluster: workers get the tracking URI (and any MLflow credentials of this
+        # environment) through the runtime environment
+        env = {"MLFLOW_TRACKING_URI": uri, **{k: os.environ[k] for k in FORWARDED
+                                               if os.environ.get(k)}}
+        ray.init(address=address, runtime_env={"env_vars": env}, **quiet)
+    elif os.environ.get("RAY_ADDRESS"):  # a Ray Job's driver: the job's runtime env applies
+        ray.init(**quiet)
+    else:  # embedded default: a NEW local Ray sized to the machine ("local": never attach to
+        # a cluster that `ray start` once recorded in /tmp/ray, which may be long gone)
+        ray.init(address="local", include_dashboard=False, **quiet)
+    _private_ray_token()
+
+
+def _private_ray_token() -> None:
+    """Ray writes its auth token to ``~/.ray/auth_token`` readable by everyone: make it 0600."""
+    import os
+
+    token = Path.home() / ".ray" / "auth_token"
+    if token.is_file() and token.stat().st_mode & 0o077:
+        os.chmod(token, 0o600)
+
+
+def fetch_checkpoint(tracking_uri: str, run_id: str, dst: Path) -> dict[str, bytes]:
+    """Download a run's checkpoint artifact; return its files as bytes (for the object store).
+
+    Raises:
+        InputError: the run has no checkpoint artifact, or it does not load (``weights_only``).
+
+    """
+    import mlflow
+
+    from flowtopo.checkpoint import load_checkpoint
+
+    try:
+        local = mlflow.artifacts.download_artifacts(
+            run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=str(dst),
+            tracking_uri=tracking_uri)
+    except Exception as err:  # MlflowException, OSError: the artifact is missing
+        raise InputError(f"run {run_id}: no checkpoint artifact ({type(err).__name__}: "
+                         f"{str(err).splitlines()[0][:200]})") from None
+    load_checkpoint(local)  # refuses anything but a plain state_dict
+    return {p.name: p.read_bytes() for p in Path(local).iterdir() if p.is_file()}
+
+
+def checkpoint_from_files(files: dict[str, bytes], root: Path) -> Any:
+    """Write checkpoint files (from `fetch_checkpoint`) under ``root`` and load them."""
+    from flowtopo.checkpoint import load_checkpoint
+
+    root.mkdir(parents=True, exist_ok=True)
+    for name, blob in files.items():
+        (root / name).write_bytes(blob)
+    return load_checkpoint(root)
