@@ -559,7 +559,7 @@ def demo_cmd(
     families: Annotated[str, typer.Option(help="Comma-separated prior families.")] = (
         "gmm,hierarchical_gmm,flow_prior"),
     regularizer: Annotated[str, typer.Option(help="mle, adversarial, mmd or swd "
-                                                  "(flowtopo.regularizers.REGULARIZERS).")] = "mle",
+                                                  "(flowtopo.train_config.REGULARIZERS).")] = "mle",
     quick: Annotated[bool, typer.Option(help="Tiny budget (smoke test): 8 epochs, n=2000, "
                                              "no baselines.")] = False,
 ) -> None:
@@ -570,7 +570,7 @@ def demo_cmd(
                      epochs=epochs, n=n, regularizer=regularizer, out=out)
     if quick:
         cfg.epochs, cfg.n, cfg.baselines = 8, 2000, []
-    from flowtopo.regularizers import REGULARIZERS
+    from flowtopo.train_config import REGULARIZERS
 
     if regularizer not in REGULARIZERS:
         raise InputError(f"unknown regularizer {regularizer!r}; valid: {', '.join(REGULARIZERS)}")

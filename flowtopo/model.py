@@ -23,8 +23,7 @@ from torch import nn
 from flowtopo.errors import InputError
 from flowtopo.flows import VolumePreservingFlow, build_flow
 from flowtopo.priors import Prior, build_prior
-
-NOISE_STD = 0.5  # the default σ of the noise dims (its start when learned), for every entry point
+from flowtopo.train_config import NOISE_STD
 
 
 class FlowAE(nn.Module):

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -64,6 +63,3 @@ SAMPLE_REGULARIZERS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tens
     "mmd": mmd,
     "swd": sliced_wasserstein,
 }
-# The one list of regularizer names: the training config, the sweep YAML and the CLI use these.
-Regularizer = Literal["adversarial", "mmd", "swd", "mle"]
-REGULARIZERS: tuple[str, ...] = get_args(Regularizer)

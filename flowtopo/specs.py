@@ -12,8 +12,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from flowtopo.errors import InputError
-from flowtopo.model import NOISE_STD
-from flowtopo.train import TrainConfig
+from flowtopo.train_config import NOISE_STD, TrainConfig
 
 M = TypeVar("M", bound=BaseModel)
 

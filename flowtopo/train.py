@@ -17,47 +17,19 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import BaseModel, ConfigDict, Field
 
 from flowtopo.errors import InputError
 from flowtopo.fit_metrics import c2st_accuracy, noise_kl
 from flowtopo.model import FlowAE
-from flowtopo.regularizers import SAMPLE_REGULARIZERS, Discriminator, Regularizer
+from flowtopo.regularizers import SAMPLE_REGULARIZERS, Discriminator
+from flowtopo.train_config import TrainConfig
 
 
 class TrainingDiverged(InputError):
     """A loss became NaN/inf: the configuration (learning rate, data) needs changing."""
-
-
-class TrainConfig(BaseModel):
-    """Training hyper-parameters (the ``train:`` section of a YAML spec)."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)  # lr: .inf is an error
-
-    epochs: int = Field(100, ge=1, description="Maximum number of epochs.")
-    batch_size: int = Field(256, ge=2)
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate of flow and prior.")
-    weight_decay: float = Field(0.0, ge=0)
-    regularizer: Regularizer = "adversarial"
-    reg_weight: float = Field(1.0, ge=0, description="Weight of the latent matching term.")
-    recon_weight: float = Field(1.0, ge=0)
-    noise_weight: float = Field(1.0, ge=0)
-    prior_weight: float = Field(1.0, ge=0, description="Fit of learnable priors to the codes.")
-    disc_hidden: int = Field(64, ge=1)
-    disc_lr: float = Field(1e-3, gt=0)
-    disc_steps: int = Field(1, ge=1)
-    patience: int = Field(20, ge=1, description="Early stopping: epochs without improvement.")
-    monitor: Literal["val_nll", "val_adv_loss", "val_recon"] = "val_nll"
-    val_fraction: float = Field(0.1, gt=0, lt=0.5)
-    eval_size: int = Field(2000, ge=10, description="Points used for held-out metrics.")
-    grad_clip: float = Field(10.0, gt=0)
-    seed: int = 0
-    device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?|mps)$",
-                        description="cpu, cuda, cuda:N, mps or auto.")
 
 
 @dataclass

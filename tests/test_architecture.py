@@ -14,6 +14,7 @@ LAYERS = {
     "errors": 0, "plotting": 0, "_version": 0,
     "data": 1,
     "flows": 2, "priors": 2, "model": 2, "regularizers": 2, "train": 2, "checkpoint": 2,
+    "train_config": 1,
     "fit_metrics": 2, "representations": 2,
     "topology": 3,
     "matching": 4, "metrics": 4,
@@ -74,3 +75,16 @@ def test_the_checker_sees_function_level_imports(tmp_path):
     src = tmp_path / "m.py"
     src.write_text("import numpy\n\ndef f():\n    from flowtopo.cli import app\n    import torch\n")
     assert _imports(src) == ["numpy", "flowtopo.cli", "torch"]
+
+
+def test_the_spec_modules_load_without_torch():
+    """A sweep or train YAML is validated without loading torch (it took 3.5 s through
+    specs.py importing the model and the training loop)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, flowtopo.specs, flowtopo.sweep.spec, flowtopo.train_config; "
+            "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, check=True)
+    assert out.stdout.strip() == "[]"

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from flowtopo.regularizers import Regularizer
 from flowtopo.specs import DatasetSpec, MlflowSpec
+from flowtopo.train_config import Regularizer
 
 # What else a sweep can search besides priors, lr, batch size and flow choices (name -> whether
 # its range is searched log-uniformly when the narrowing does not say).
