@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 from typer.testing import CliRunner
 
 from flowtopo.cli import app
@@ -57,3 +58,12 @@ def test_error_text_is_printed_literally_not_as_rich_markup(tmp_path):
     res = runner.invoke(app, ["data", "show", str(path)])
     assert res.exit_code == 2
     assert str(path) in res.output and res.output.startswith("error: ")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-o", "n=-5"], "error: dataset 'hierarchical': option n=-5 must be an integer >= 1"),
+    (["-o", "dim=six"], "error: dataset 'hierarchical': option dim='six' must be of type int"),
+])
+def test_bad_option_values_that_were_tracebacks_are_one_line_exit_2(args, message):
+    res = CliRunner().invoke(app, ["data", "show", "hierarchical", *args])
+    assert res.exit_code == 2 and res.stderr.strip() == message

@@ -213,3 +213,83 @@ def test_warped_pair_target_density_is_the_exact_pushforward():
         assert p.target_log_prob(p.true_map(u[i:i + 1]))[0] == pytest.approx(expected, abs=1e-6)
     assert np.allclose(p.test_target, p.true_map(p.test_source))
     assert p.source.shape == p.target.shape == (500, 3)
+
+
+def _idx_bytes(code, dims, body=b""):
+    return bytes([0, 0, code, len(dims)]) + b"".join(struct.pack(">i", d) for d in dims) + body
+
+
+# malformed inputs of the data layer: each is one InputError naming what is wrong
+MALFORMED_IDX = {
+    "ndim-255": (bytes([0, 0, 0x08, 255]) + b"\x00" * 16, "declares 255 dimensions"),
+    "negative-dim": (_idx_bytes(0x08, (3, -2)), "non-positive size"),
+    "cut-header": (bytes([0, 0, 0x08, 3]) + b"\x00\x00", "header cut short"),
+    "too-short": (_idx_bytes(0x08, (2, 3), b"\x00" * 5), "header says 6 bytes of data, found 5"),
+    "too-long": (_idx_bytes(0x08, (2, 3), b"\x00" * 7), "header says 6 bytes of data, found more"),
+    # 100 GB declared by a file of a few hundred bytes: refused before anything is allocated
+    "gzip-bomb": (gzip.compress(_idx_bytes(0x08, (100000, 1000, 1000), b"\x00" * 300000)),
+                  "declares 100000000000 bytes"),
+    "bad-gzip": (b"\x1f\x8b" + b"garbage" * 10, "cannot read"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED_IDX))
+def test_a_malformed_idx_file_is_one_clear_error(tmp_path, case):
+    import tracemalloc
+
+    raw, message = MALFORMED_IDX[case]
+    path = tmp_path / "train-images-idx3-ubyte"
+    path.write_bytes(raw)
+    tracemalloc.start()
+    with pytest.raises(InputError, match=message):
+        read_idx(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 50 * 2**20  # never the declared size
+
+
+@pytest.mark.parametrize("options,message", [
+    ({"n": -5}, "option n=-5 must be an integer >= 1"),
+    ({"dim": "six"}, "option dim='six' must be of type int"),
+    ({"n": 2.5}, "option n=2.5 must be of type int"),
+    ({"sigma": float("nan")}, "option sigma=nan must be a finite number >= 0"),
+    ({"test_fraction": 1.5}, r"option test_fraction=1.5 must be between 0 and 1"),
+    ({"shape": [[1, "x"]]}, "option shape=.* must be nested lists"),
+    ({"shape": [[1, -2]]}, "option shape=.* must be nested lists"),
+    ({"standardize": "no"}, "option standardize='no' must be of type bool"),
+])
+def test_bad_dataset_option_values_are_one_clear_error(options, message):
+    with pytest.raises(InputError, match=f"dataset 'hierarchical': {message}"):
+        load_dataset("hierarchical", **options)
+
+
+def test_good_dataset_options_still_load():
+    ds = load_dataset("hierarchical", n=300, dim=4, shape=[[1, 2], [1, 1]], sigma=0.4)
+    assert ds.dim == 4 and len(ds.x_train) + len(ds.x_test) == 300
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: {"x": np.ones((50, 3), dtype=complex)}, "values are complex"),
+    (lambda: {"x": np.random.default_rng(0).normal(size=(60, 3)),
+              "y": np.random.default_rng(1).normal(size=60)}, "fractional values"),
+    (lambda: {"x": np.zeros((60, 3)), "y": np.r_[np.zeros(59), np.nan]}, "1 NaN/inf labels"),
+    (lambda: {"x": np.zeros((60, 3)), "y": np.array(["a"] * 60)}, "integer classes, got dtype"),
+])
+def test_user_files_with_complex_data_or_non_class_labels_are_refused(tmp_path, make, message):
+    path = tmp_path / "data.npz"
+    np.savez(path, **make())
+    with pytest.raises(InputError, match=message):
+        load_dataset(str(path))
+
+
+def test_whole_number_float_labels_are_classes(tmp_path):
+    path = tmp_path / "data.npz"
+    np.savez(path, x=np.random.default_rng(0).normal(size=(60, 3)),
+             y=np.tile([0.0, 1.0, 2.0], 20))
+    ds = load_dataset(str(path))
+    assert ds.y_train.dtype == np.int64 and set(ds.y_train) <= {0, 1, 2}
+
+
+def test_numpy_scalars_are_accepted_as_the_numbers_they_hold():
+    ds = load_dataset("hierarchical", n=np.int64(200), sigma=np.float32(0.3))
+    assert len(ds.x_train) + len(ds.x_test) == 200

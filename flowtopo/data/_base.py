@@ -20,8 +20,11 @@ def check_array(x: np.ndarray, what: str, *, min_rows: int = 2) -> np.ndarray:
         min_rows: fewest rows accepted.
 
     """
+    raw = np.asarray(x)
+    if np.iscomplexobj(raw):
+        raise InputError(f"{what}: values are complex ({raw.dtype}); give real numbers")
     try:
-        arr = np.asarray(x, dtype=np.float64)
+        arr = np.asarray(raw, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise InputError(f"{what}: values are not numeric ({err})") from None
     if arr.ndim == 1:
@@ -39,6 +42,30 @@ def check_array(x: np.ndarray, what: str, *, min_rows: int = 2) -> np.ndarray:
             f"{what}: {int(bad.sum())} NaN/inf values (first at row {row}, column {col})"
         )
     return arr.astype(np.float32)
+
+
+def check_labels(y: np.ndarray, what: str) -> np.ndarray:
+    """Return class labels as a 1-D int64 array, or raise an `InputError` naming ``what``.
+
+    Integers, or floats that are whole numbers (1.0 is class 1); NaN/inf, fractional values
+    (continuous targets are not classes), complex or non-numeric values are refused rather than
+    cast (a cast turned NaN into -9.2e18).
+    """
+    arr = np.asarray(y)
+    if arr.ndim != 1:
+        arr = arr.reshape(-1) if arr.ndim == 2 and 1 in arr.shape else arr
+    if arr.ndim != 1:
+        raise InputError(f"{what}: labels must be one value per row, got shape {arr.shape}")
+    if arr.dtype == bool or np.issubdtype(arr.dtype, np.integer):
+        return arr.astype(np.int64)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise InputError(f"{what}: labels must be integer classes, got dtype {arr.dtype}")
+    if not np.isfinite(arr).all():
+        raise InputError(f"{what}: {int((~np.isfinite(arr)).sum())} NaN/inf labels")
+    if not np.array_equal(arr, np.round(arr)):
+        raise InputError(f"{what}: labels must be integer classes, got fractional values "
+                         f"(e.g. {float(arr[arr != np.round(arr)][0])!r})")
+    return arr.astype(np.int64)
 
 
 @dataclass(frozen=True)
@@ -161,7 +188,7 @@ def make_dataset(
     """
     x = check_array(x, name, min_rows=4)
     if y is not None:
-        y = np.asarray(y)
+        y = check_labels(y, name)
         if y.shape[0] != x.shape[0]:
             raise InputError(f"{name}: {x.shape[0]} rows of data but {y.shape[0]} labels")
     if not 0.0 < test_fraction < 1.0:

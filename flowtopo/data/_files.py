@@ -85,29 +85,58 @@ def _is_number(s: str) -> bool:
     return True
 
 
+MAX_IDX_BYTES = 1 << 30
+"""Largest IDX payload read (1 GiB; MNIST's training images are 47 MB): the declared size is
+checked BEFORE anything is allocated or decompressed, so a small gzip bomb cannot fill memory."""
+MAX_IDX_DIMS = 8
+
+
 def read_idx(path: str | Path) -> np.ndarray:
     """Read one IDX file (raw or gzip-compressed) into an array of its declared shape and type.
 
+    The header is read first; its declared size (exact integers, no overflow) must be at most
+    `MAX_IDX_BYTES` and then match the payload, which is streamed (never decompressed whole).
+
     Raises:
-        InputError: missing file or a bad header.
+        InputError: missing file, a bad header, a declared size out of bounds or not matching.
 
     """
+    import struct
+
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{p}: no such file")
-    raw = p.read_bytes()
-    if raw[:2] == b"\x1f\x8b":
-        raw = gzip.decompress(raw)
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise InputError(f"{p}: not an IDX file (bad magic number)")
-    ndim = raw[3]
-    dims = np.frombuffer(raw, dtype=">i4", count=ndim, offset=4)
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = int(np.prod(dims)) * dtype.itemsize
-    body = raw[4 + 4 * ndim:]
+    with open(p, "rb") as probe:
+        compressed = probe.read(2) == b"\x1f\x8b"
+    try:
+        with (gzip.open(p, "rb") if compressed else open(p, "rb")) as f:
+            magic = f.read(4)
+            if len(magic) < 4 or magic[0] != 0 or magic[1] != 0 or magic[2] not in _IDX_DTYPES:
+                raise InputError(f"{p}: not an IDX file (bad magic number)")
+            ndim = magic[3]
+            if not 1 <= ndim <= MAX_IDX_DIMS:
+                raise InputError(f"{p}: IDX header declares {ndim} dimensions (1 to "
+                                 f"{MAX_IDX_DIMS} accepted)")
+            head = f.read(4 * ndim)
+            if len(head) < 4 * ndim:
+                raise InputError(f"{p}: IDX header cut short")
+            dims = struct.unpack(f">{ndim}i", head)
+            if any(d <= 0 for d in dims):
+                raise InputError(f"{p}: IDX header declares a non-positive size {dims}")
+            dtype = np.dtype(_IDX_DTYPES[magic[2]])
+            expected = dtype.itemsize
+            for d in dims:
+                expected *= d  # Python ints: no overflow
+            if expected > MAX_IDX_BYTES:
+                raise InputError(f"{p}: IDX header declares {expected} bytes of data, more than "
+                                 f"the {MAX_IDX_BYTES} read")
+            body = f.read(expected + 1)
+    except (OSError, EOFError) as err:  # gzip.BadGzipFile is an OSError
+        raise InputError(f"{p}: cannot read ({err})") from None
     if len(body) != expected:
-        raise InputError(f"{p}: header says {expected} bytes of data, found {len(body)}")
-    return np.frombuffer(body, dtype=dtype).reshape(tuple(int(d) for d in dims))
+        found = f"{len(body)}" if len(body) <= expected else "more"
+        raise InputError(f"{p}: header says {expected} bytes of data, found {found}")
+    return np.frombuffer(body, dtype=dtype).reshape(dims)
 
 
 IDX_FILES = {

@@ -135,7 +135,28 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
 }
 
 
+AT_LEAST_ONE = ("n", "dim", "k", "limit", "warp_layers")
+"""Options that count something: integers >= 1."""
+NON_NEGATIVE = ("separation", "decay", "sigma", "noise_std", "warp")
+"""Options that scale something: finite reals >= 0."""
+
+
 def _check_options(fn: Callable[..., Dataset], name: str, options: dict[str, object]) -> None:
+    """Refuse unknown options, values of the wrong type, and values out of range.
+
+    The type is the loader's annotation (pydantic, strict: ``dim=six`` and ``n=2.5`` are
+    refused, not coerced); the ranges are `AT_LEAST_ONE`, `NON_NEGATIVE` and a test fraction
+    strictly between 0 and 1.
+
+    Raises:
+        InputError: one line naming the dataset, the option and what it must be.
+
+    """
+    import math
+    import typing
+
+    from pydantic import TypeAdapter, ValidationError
+
     params = inspect.signature(fn).parameters
     allowed = [p for p, v in params.items() if v.kind is inspect.Parameter.KEYWORD_ONLY]
     unknown = sorted(set(options) - set(allowed))
@@ -143,6 +164,48 @@ def _check_options(fn: Callable[..., Dataset], name: str, options: dict[str, obj
         raise InputError(
             f"dataset {name!r}: unknown option(s) {', '.join(unknown)}; valid: {', '.join(allowed)}"
         )
+    hints = typing.get_type_hints(fn)
+    for key, value in options.items():
+        if isinstance(value, np.generic):  # numpy scalars count as the Python numbers they hold
+            value = value.item()
+        if key == "shape":  # a recursive alias: checked by hand
+            if value is not None and not _is_shape(value):
+                raise InputError(f"dataset {name!r}: option shape={value!r} must be nested "
+                                 "lists whose leaves are positive masses, e.g. [[1, 1], [2]]")
+        elif key in hints:
+            try:
+                TypeAdapter(hints[key]).validate_python(value, strict=True)
+            except ValidationError:
+                raise InputError(f"dataset {name!r}: option {key}={value!r} must be "
+                                 f"{_describe(hints[key])}") from None
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            continue  # the ranges below are of numbers
+        bad = ""
+        if key in AT_LEAST_ONE and value < 1:
+            bad = "an integer >= 1"
+        elif key in NON_NEGATIVE and not (math.isfinite(value) and value >= 0):
+            bad = "a finite number >= 0"
+        elif key == "test_fraction" and not 0 < value < 1:
+            bad = "between 0 and 1 (exclusive)"
+        if bad:
+            raise InputError(f"dataset {name!r}: option {key}={value!r} must be {bad}")
+
+
+def _is_shape(v: object) -> bool:
+    """A tree `Shape`: a positive finite mass, or a non-empty list of shapes."""
+    import math
+
+    if isinstance(v, bool):
+        return False
+    if isinstance(v, (int, float)):
+        return math.isfinite(v) and v > 0
+    return isinstance(v, list) and len(v) > 0 and all(_is_shape(c) for c in v)
+
+
+def _describe(hint: object) -> str:
+    """A type annotation in words: 'int', 'float', 'bool or None'..."""
+    text = str(hint).replace("typing.", "").replace("<class '", "").replace("'>", "")
+    return "of type " + text.replace(" | NoneType", " or None").replace("NoneType", "None")
 
 
 def load_dataset(name: str, **options: object) -> Dataset:
