@@ -60,13 +60,24 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Checkpoint:
     try:
         cfg = json.loads((p / CONFIG_FILE).read_text())
         std = Standardizer.from_dict(json.loads((p / STD_FILE).read_text()))
-    except (json.JSONDecodeError, KeyError) as err:
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
         raise InputError(f"{p}: unreadable checkpoint config ({err})") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), dict):
+        raise InputError(f"{p / CONFIG_FILE}: no 'model' section")
     model = FlowAE.from_config(cfg["model"])
     try:
         state = torch.load(p / MODEL_FILE, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises UnpicklingError/RuntimeError for unsafe payloads
+    except Exception as err:  # torch raises UnpicklingError/RuntimeError/EOFError
+        first = (str(err).splitlines() or [""])[0]
         raise InputError(f"{p / MODEL_FILE}: refused to load ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0]})") from None
-    model.load_state_dict(state)
+                         f"{first})") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                              for v in state.values()):
+        raise InputError(f"{p / MODEL_FILE}: not a state_dict of tensors")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:  # missing/unexpected keys, shape mismatches
+        first = " ".join(str(err).split())[:300]
+        raise InputError(f"{p}: the weights do not fit the model its config describes "
+                         f"({first})") from None
     return Checkpoint(model.eval(), std, cfg)

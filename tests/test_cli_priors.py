@@ -50,3 +50,13 @@ def test_the_best_c2st_of_a_run_is_its_epoch_closest_to_chance():
 
     history = [{"val_c2st": 0.7}, {"val_c2st": 0.48}, {"val_c2st": 0.55}, {"val_c2st": 0.3}]
     assert best_over_epochs(history)["best_c2st"] == 0.48
+
+
+def test_report_out_on_an_existing_file_is_one_line_exit_2(tmp_path):
+    """It was a traceback (mkdir under a file), after all the MLflow queries."""
+    target = tmp_path / "report.html"
+    target.write_text("keep me")
+    res = runner.invoke(app, ["report", "--experiment", "x", "--out", str(target),
+                              "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}"])
+    assert res.exit_code == 2 and "is a file; give a folder" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and target.read_text() == "keep me"

@@ -253,3 +253,19 @@ def test_the_continuous_default_is_the_exact_leapfrog_scheme():
     x = torch.randn(3, 4, dtype=torch.float64)
     jac = torch.autograd.functional.jacobian(lambda v: flow.double()(v[None])[0], x[0])
     assert abs(float(torch.linalg.slogdet(jac)[1])) < 1e-12  # exact, not up to a tolerance
+
+
+@pytest.mark.parametrize("corrupt,message", [
+    (lambda d: (d / "model.pt").write_bytes(b""), "refused to load"),
+    (lambda d: torch.save({"flow.nosuch": torch.zeros(3)}, d / "model.pt"),
+     "weights do not fit the model"),
+    (lambda d: torch.save(torch.zeros(3), d / "model.pt"), "not a state_dict of tensors"),
+    (lambda d: (d / "config.json").write_text('{"dataset": "x"}'), "no 'model' section"),
+    (lambda d: (d / "config.json").write_text("[1, 2"), "unreadable checkpoint config"),
+])
+def test_a_corrupt_checkpoint_is_one_clear_error(model, tmp_path, corrupt, message):
+    std = Standardizer.fit(torch.randn(10, 5).numpy())
+    d = save_checkpoint(tmp_path / "ckpt", model.float(), std)
+    corrupt(d)
+    with pytest.raises(InputError, match=message):
+        load_checkpoint(d)

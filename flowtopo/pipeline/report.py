@@ -104,7 +104,8 @@ def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None =
     """Write ``out/index.html`` and its pictures under ``out/img``; return the HTML path.
 
     Raises:
-        InputError: unknown experiment, or no trial runs in it.
+        InputError: ``out`` is a file or cannot be created, unknown experiment, or no trial
+            runs in it.
 
     """
     import jinja2
@@ -113,6 +114,9 @@ def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None =
     from flowtopo.pipeline.report_plots import plot_families, plot_loss_curves
     from flowtopo.tracking import find_experiment, mlflow_client, resolve_tracking_uri
 
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"--out {out} is a file; give a folder for index.html and its pictures")
     uri = resolve_tracking_uri(tracking_uri)
     client = mlflow_client(uri, read_only=True)
     exp = find_experiment(client, experiment)
@@ -120,9 +124,11 @@ def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None =
                                 filter_string="tags.`flowtopo.kind` = 'trial'", max_results=5000)
     if not trials:
         raise InputError(f"experiment {experiment!r} has no trial runs (run a sweep first)")
-    out = Path(out)
     img = out / "img"
-    img.mkdir(parents=True, exist_ok=True)
+    try:
+        img.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"--out {out}: cannot create it ({err.strerror})") from None
     histories = [{"family": r.data.tags.get("family", "?"), "metrics": {
         m: [(h.step, h.value) for h in client.get_metric_history(r.info.run_id, m)]
         for m in ("val_adv_loss", "val_disc_loss", "val_nll", "val_c2st")}}
