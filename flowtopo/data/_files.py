@@ -44,8 +44,8 @@ def read_array_file(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
             return _read_csv(p)
     except InputError:
         raise
-    except (OSError, ValueError) as err:
-        raise InputError(f"{p}: cannot read ({err})") from None
+    except (OSError, ValueError, EOFError) as err:  # EOFError: an empty .npy (click: "Aborted")
+        raise InputError(f"{p}: cannot read ({err or type(err).__name__})") from None
     raise InputError(f"{p}: unknown file type {suffix!r}; use one of {', '.join(FILE_SUFFIXES)}")
 
 
