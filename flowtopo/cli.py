@@ -639,12 +639,27 @@ def sweep_validate(
         console.print(f"sample {i}: {json.dumps(cfg)}", soft_wrap=True, highlight=False)
 
 
+def sweep_summary(res: Any) -> dict[str, Any]:
+    """The ``sweep run --json`` object: what a script needs to find the sweep's results."""
+    best = res.best or {}
+    return {"sweep_id": res.sweep_id, "experiment": res.experiment,
+            "tracking_uri": res.tracking_uri, "storage_path": res.storage_path,
+            "parent_run_id": res.parent_run_id, "trials": res.trials, "failed": res.failed,
+            "interrupted": res.interrupted, "failures": list(res.failures),
+            "best": {"metric": best.get("metric"), "value": best.get("value"),
+                     "family": (best.get("config") or {}).get("prior"),
+                     "run_id": best.get("mlflow_run_id")} if best else None}
+
+
 @sweep_app.command("run")
 def sweep_run(
     file: Annotated[Path, typer.Argument(help="Sweep YAML.")],
     address: Annotated[str | None, typer.Option(help="Ray address (default: local Ray).")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
     storage: Annotated[Path | None, typer.Option(help="Ray Tune results folder.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON "
+                                          "object on stdout (the progress bar goes to stderr; "
+                                          "schema: docs/sweep-yaml.md).")] = False,
 ) -> None:
     """Run a sweep to the end (local Ray by default, sqlite MLflow under ./flowtopo-runs)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -659,18 +674,25 @@ def sweep_run(
     _check_trials(file, spec)  # a spec no trial could run fails here, before Ray starts
     total = trial_budget(spec)  # also the grid check: a bad grid fails before Ray starts
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=console) as bar:
+                  TimeElapsedColumn(), console=err_console if as_json else console) as bar:
         task = bar.add_task(f"sweep {spec.name}", total=total, info="")
         res = run_sweep(spec, address=address, tracking_uri=tracking_uri, storage_path=storage,
                         callbacks=[RichProgress(bar, task, spec.metric, spec.mode)],
                         yaml_text=file.read_text())
+    if as_json:
+        print(json.dumps(sweep_summary(res), default=str))
     if res.interrupted:
-        console.print(f"sweep {res.sweep_id} interrupted; continue with: flowtopo sweep "
-                      f"resume {res.storage_path}", soft_wrap=True, highlight=False)
+        (err_console if as_json else console).print(
+            f"sweep {res.sweep_id} interrupted; continue with: flowtopo sweep resume "
+            f"{res.storage_path}", soft_wrap=True, highlight=False)
         raise typer.Exit(130)
     for line in res.failures:  # one line per failed trial, with its reason
         err_console.print(Text.assemble(("failed trial ", "red"), line), soft_wrap=True,
                           highlight=False)
+    if as_json:
+        if res.all_failed:
+            raise typer.Exit(2 if res.user_errors_only else 1)
+        return
     table = Table("field", "value", title=f"sweep {res.sweep_id}")
     table.add_row("trials (search + seeds)", str(res.trials))
     table.add_row("failed", str(res.failed))

@@ -291,6 +291,33 @@ def test_sweep_run_exits_non_zero_with_a_line_per_failed_trial(tmp_path, monkeyp
     assert "error: no trial of sweep s-1 finished (2 failed)" in res.output
 
 
+@pytest.mark.parametrize("failed,code", [(0, 0), (2, 2)])
+def test_sweep_run_json_is_one_object_on_stdout(tmp_path, monkeypatch, failed, code):
+    import json
+
+    import flowtopo.sweep.runner as runner
+    from flowtopo.cli import app
+
+    def done(spec, **kwargs):
+        return runner.SweepResult(
+            "s-1", "e", "sqlite:///x", str(tmp_path), "p", trials=2, failed=failed,
+            user_errors=failed, failures=["t1: bad", "t2: bad"][:failed],
+            best={"metric": "val_adv_loss", "value": 0.69, "config": {"prior": "gmm"},
+                  "mlflow_run_id": "r1"} if not failed else {})
+
+    monkeypatch.setattr(runner, "run_sweep", done)
+    res = CliRunner().invoke(app, ["sweep", "run", "sweeps/quickstart.yaml", "--json"])
+    assert res.exit_code == code
+    out = json.loads(res.stdout)  # stdout holds the JSON and nothing else
+    assert out["sweep_id"] == "s-1" and out["trials"] == 2 and out["failed"] == failed
+    if failed:
+        assert out["best"] is None and out["failures"] == ["t1: bad", "t2: bad"]
+        assert "failed trial t1: bad" in res.stderr
+    else:
+        assert out["best"] == {"metric": "val_adv_loss", "value": 0.69, "family": "gmm",
+                               "run_id": "r1"}
+
+
 def trial_runs(uri, experiment, status=None):
     """The trial runs of ``experiment`` (with ``status`` only, when given); [] before any."""
     import mlflow
