@@ -377,6 +377,9 @@ def match_cmd(
     address: Annotated[str | None, typer.Option(help="Ray address (default: local Ray).")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
     json_out: Annotated[Path | None, typer.Option(help="Write the scores as JSON here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the same JSON on stdout "
+                                          "instead of the tables (progress goes to "
+                                          "stderr).")] = False,
     seed: Annotated[int, typer.Option(help="Seeds the halves and every random choice.")] = 0,
     source: Annotated[str | None, typer.Option(help="EXPERIMENT[:RUN]: match this model to "
                                                     "--target's, trained on other data "
@@ -403,8 +406,11 @@ def match_cmd(
                       seed=seed, address=address, tracking_uri=tracking_uri, json_out=json_out,
                       source=source, target=target, test_source=test_source,
                       test_target=test_target, test_labels=test_labels)
-    summary = run_match(cfg, log=console.print)
-    print_match(summary)
+    summary = run_match(cfg, log=err_console.print if as_json else console.print)
+    if as_json:
+        print(json.dumps(summary, default=str))
+    else:
+        print_match(summary)
 
 
 def print_match(summary: dict[str, Any]) -> None:

@@ -93,9 +93,10 @@ def test_match_aligns_every_pair_as_ray_tasks_and_records_it(swept, tmp_path):
                                                            ("gmm", "2"))]
     out = tmp_path / "scores.json"
     res = cli("match", "--experiment", "pipe", "--tracking-uri", swept["uri"],
-              *[arg for i in ids for arg in ("--runs", i)], "--json-out", str(out))
+              *[arg for i in ids for arg in ("--runs", i)], "--json-out", str(out), "--json")
     assert res.returncode == 0, res.stderr[-3000:]
     summary = json.loads(out.read_text())
+    assert json.loads(res.stdout) == summary  # --json: the same object, alone on stdout
     assert [r["run_id"] for r in summary["runs"]] == ids
     assert len(summary["pairs"]) == 6
     assert [summary["r2_matrix"][i][i] for i in range(3)] == [None, None, None]
