@@ -740,11 +740,17 @@ def sweep_submit(
 
 
 @sweep_app.command("status")
-def sweep_status(job_id: str, address: AddressOption, token: TokenOption = None) -> None:
+def sweep_status(job_id: str, address: AddressOption, token: TokenOption = None,
+                 as_json: Annotated[bool, typer.Option(
+                     "--json", help='Print {"job_id": ..., "status": ...}.')] = False) -> None:
     """Print a submitted sweep's status (PENDING, RUNNING, STOPPED, SUCCEEDED, FAILED)."""
     from flowtopo.sweep import jobs
 
-    console.print(jobs.status(job_id, address, token))
+    state = jobs.status(job_id, address, token)
+    if as_json:
+        print(json.dumps({"job_id": job_id, "status": state}))
+    else:
+        console.print(state)
 
 
 @sweep_app.command("logs")

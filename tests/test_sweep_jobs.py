@@ -1,5 +1,6 @@
 """A real Ray head (`ray start --head`), the Jobs API and its token authentication."""
 
+import json
 import os
 import signal
 import socket
@@ -67,6 +68,11 @@ def test_submit_status_logs_through_the_jobs_api(head):
         state = jobs.status(job_id, head["address"])
     assert state == "SUCCEEDED", jobs.logs(job_id, head["address"])[-3000:]
     assert "trials (search + seeds)" in jobs.logs(job_id, head["address"])
+    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "status", job_id,
+                          "--address", head["address"], "--json"], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0 and json.loads(res.stdout) == {"job_id": job_id,
+                                                              "status": "SUCCEEDED"}
     import mlflow
 
     client = mlflow.MlflowClient(uri)
