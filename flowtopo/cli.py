@@ -22,6 +22,9 @@ from flowtopo.errors import InputError
 
 console = Console()
 err_console = Console(stderr=True)
+PIPED_WIDTH = 240
+"""Width of tables when stdout is not a terminal (rich's default, 80, wraps run ids and paths
+mid-word); COLUMNS still wins."""
 
 
 def print_error(err: InputError) -> None:
@@ -793,6 +796,8 @@ def main() -> None:
     import os
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # keep output tidy
+    if not sys.stdout.isatty() and "COLUMNS" not in os.environ:
+        console.width = PIPED_WIDTH  # piped or redirected: ids and paths stay whole
     app()
 
 

@@ -67,3 +67,15 @@ def test_error_text_is_printed_literally_not_as_rich_markup(tmp_path):
 def test_bad_option_values_that_were_tracebacks_are_one_line_exit_2(args, message):
     res = CliRunner().invoke(app, ["data", "show", "hierarchical", *args])
     assert res.exit_code == 2 and res.stderr.strip() == message
+
+
+def test_piped_tables_keep_each_row_on_one_line():
+    """Not a terminal (captured here): rich's default width of 80 wrapped descriptions, ids and
+    paths mid-word; without COLUMNS the tables now take the room they need."""
+    import os
+
+    env = {k: v for k, v in os.environ.items() if k != "COLUMNS"}
+    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", "data", "list"],
+                         capture_output=True, text=True, timeout=120, env=env)
+    row = next(ln for ln in res.stdout.splitlines() if "hierarchical" in ln)
+    assert "noise in dim-k dims, rotated and warped." in row
