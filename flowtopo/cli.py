@@ -757,11 +757,16 @@ def sweep_status(job_id: str, address: AddressOption, token: TokenOption = None,
 
 
 @sweep_app.command("logs")
-def sweep_logs(job_id: str, address: AddressOption, token: TokenOption = None) -> None:
+def sweep_logs(job_id: str, address: AddressOption, token: TokenOption = None,
+               follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing "
+                                                    "until the job ends.")] = False) -> None:
     """Print a submitted sweep's logs."""
     from flowtopo.sweep import jobs
 
-    sys.stdout.write(jobs.logs(job_id, address, token))
+    if follow:
+        jobs.follow_logs(job_id, address, token)
+    else:
+        sys.stdout.write(jobs.logs(job_id, address, token))
 
 
 @sweep_app.command("stop")

@@ -73,6 +73,10 @@ def test_submit_status_logs_through_the_jobs_api(head):
                          text=True, timeout=120)
     assert res.returncode == 0 and json.loads(res.stdout) == {"job_id": job_id,
                                                               "status": "SUCCEEDED"}
+    followed = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "logs", job_id,
+                               "--address", head["address"], "--follow"], capture_output=True,
+                              text=True, timeout=120)  # a finished job: all of it, then it ends
+    assert followed.returncode == 0 and "trials (search + seeds)" in followed.stdout
     import mlflow
 
     client = mlflow.MlflowClient(uri)

@@ -120,6 +120,30 @@ def logs(job_id: str, address: str, token: str | None = None) -> str:
     return str(_call(address, jc.get_job_logs, job_id))
 
 
+def follow_logs(job_id: str, address: str, token: str | None = None,
+                write: Any = None) -> None:
+    """Stream the job's logs to ``write`` (default: stdout) until the job ends.
+
+    Ray's ``tail_job_logs`` (a websocket to the dashboard); the job's status is checked first
+    so that an unknown id is one line, like ``logs``.
+    """
+    import asyncio
+    import sys
+
+    jc = client(address, token)
+    _call(address, jc.get_job_status, job_id)
+    out = write or sys.stdout.write
+
+    async def tail() -> None:
+        async for chunk in jc.tail_job_logs(job_id):
+            out(chunk)
+
+    try:
+        asyncio.run(tail())
+    except Exception as err:  # the dashboard went away mid-stream
+        raise InputError(_explain(address, err)) from None
+
+
 def stop(job_id: str, address: str, token: str | None = None) -> bool:
     """Ask the job to stop (SIGINT: Ray Tune saves its state). True if it was running."""
     jc = client(address, token)
