@@ -327,9 +327,20 @@ def priors_best(
         "--reproducibility", help="Also measure each group's tree reproducibility across its "
         "runs (leaf ARI, symmetric KL; recorded in MLflow) and rank groups by fit AND "
         "reproducibility.")] = False,
+    register: Annotated[bool, typer.Option(
+        "--register", help="Register each group's best run as an MLflow model "
+        "(flowtopo-EXPERIMENT-GROUP) and point --alias at it; load it as "
+        "models:/NAME@ALIAS.")] = False,
+    alias: Annotated[str, typer.Option(help="Alias set by --register.")] = "best",
 ) -> None:
     """Rank a sweep's prior families by held-out fit (finished runs only)."""
-    from flowtopo.pipeline.best import SHOWN, best_priors, measure_reproducibility, rank_families
+    from flowtopo.pipeline.best import (
+        SHOWN,
+        best_priors,
+        measure_reproducibility,
+        rank_families,
+        register_best,
+    )
 
     rows = best_priors(experiment, tracking_uri=tracking_uri, metric=metric, top=top, by=by)
     if not rows:
@@ -339,8 +350,13 @@ def priors_best(
     if reproducibility:
         rows = measure_reproducibility(rows, tracking_uri=tracking_uri)
         families = rank_families(rows, metric)
+    registered = (register_best(rows, experiment, tracking_uri=tracking_uri, alias=alias)
+                  if register else None)
     if as_json:
-        print_json(rows if families is None else {"runs": rows, "groups": families})
+        if families is None and registered is None:
+            print_json(rows)
+        else:
+            print_json({"runs": rows, "groups": families, "registered": registered})
         return
     table = Table(by, "rank", *SHOWN, "seed", title=f"best priors in {experiment!r} "
                   f"(ranked by {metric}, lower is better)")
@@ -359,6 +375,10 @@ def priors_best(
                            "-" if f["leaf_ari"] != f["leaf_ari"] else f"{f['leaf_ari']:.3f}",
                            "-" if f["sym_kl"] != f["sym_kl"] else f"{f['sym_kl']:.3f}")
         console.print(ranked)
+    for reg in registered or []:
+        console.print(f"models:/{reg['model']}@{reg['alias']} -> version {reg['version']} "
+                      f"(run {reg['run_id']}{'' if reg['created'] else ', already registered'})",
+                      soft_wrap=True, highlight=False)
 
 
 @app.command("match")

@@ -52,8 +52,41 @@ def _private_ray_token() -> None:
         os.chmod(token, 0o600)
 
 
+def resolve_model(tracking_uri: str, ref: str) -> str:
+    """The run id behind ``ref``: a run id as is, or ``models:/NAME@ALIAS`` / ``models:/NAME/V``.
+
+    Raises:
+        InputError: an unknown registered model, alias or version.
+
+    """
+    if not ref.startswith("models:/"):
+        return ref
+    from mlflow.exceptions import MlflowException
+
+    from flowtopo.tracking import mlflow_client
+
+    client = mlflow_client(tracking_uri, read_only=True)
+    spec = ref.removeprefix("models:/")
+    try:
+        if "@" in spec:
+            name, alias = spec.split("@", 1)
+            mv = client.get_model_version_by_alias(name, alias)
+        else:
+            name, _, version = spec.partition("/")
+            mv = client.get_model_version(name, version)
+    except MlflowException as err:
+        raise InputError(f"{ref}: no such registered model version "
+                         f"({str(err).splitlines()[0][:200]})") from None
+    if not mv.run_id:
+        raise InputError(f"{ref}: the model version names no run")
+    return str(mv.run_id)
+
+
 def fetch_checkpoint(tracking_uri: str, run_id: str, dst: Path) -> dict[str, bytes]:
     """Download a run's checkpoint artifact; return its files as bytes (for the object store).
+
+    ``run_id`` may also be a registered model, ``models:/NAME@ALIAS`` or ``models:/NAME/V``
+    (`resolve_model`; written by ``flowtopo priors best --register``).
 
     Raises:
         InputError: the run has no checkpoint artifact, or it does not load (``weights_only``).
@@ -62,6 +95,8 @@ def fetch_checkpoint(tracking_uri: str, run_id: str, dst: Path) -> dict[str, byt
     import mlflow
 
     from flowtopo.checkpoint import load_checkpoint
+
+    run_id = resolve_model(tracking_uri, run_id)
 
     try:
         local = mlflow.artifacts.download_artifacts(

@@ -85,6 +85,33 @@ def test_priors_best_table_and_json_agree_with_the_runs(swept):
         assert f"{row['best_adv_loss']:.4f}" in table.stdout
 
 
+def test_priors_best_registers_each_familys_best_run_loadable_by_alias(swept, tmp_path):
+    from flowtopo.errors import InputError
+    from flowtopo.runtime import checkpoint_from_files, fetch_checkpoint
+
+    res = cli("priors", "best", "--experiment", "pipe", "--tracking-uri", swept["uri"],
+              "--register", "--json")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    best = {r["group"]: r["run_id"] for r in out["runs"] if r["rank"] == 1}
+    reg = {r["group"]: r for r in out["registered"]}
+    assert set(reg) == set(best) == {"gmm", "gaussian"}
+    for group, row in reg.items():
+        assert row["run_id"] == best[group] and row["created"] and row["alias"] == "best"
+        assert row["model"] == f"flowtopo-pipe-{group}"
+    # loaded by name@alias: the same checkpoint as the run's, through weights_only loading
+    by_alias = fetch_checkpoint(swept["uri"], "models:/flowtopo-pipe-gmm@best", tmp_path / "a")
+    by_run = fetch_checkpoint(swept["uri"], best["gmm"], tmp_path / "b")
+    assert by_alias == by_run
+    assert checkpoint_from_files(by_alias, tmp_path / "ck").model.k == 2
+    again = cli("priors", "best", "--experiment", "pipe", "--tracking-uri", swept["uri"],
+                "--register", "--json")
+    assert [(r["version"], r["created"]) for r in json.loads(again.stdout)["registered"]] == [
+        (r["version"], False) for r in out["registered"]]  # idempotent
+    with pytest.raises(InputError, match="no such registered model version"):
+        fetch_checkpoint(swept["uri"], "models:/flowtopo-pipe-nosuch@best", tmp_path / "c")
+
+
 def test_match_aligns_every_pair_as_ray_tasks_and_records_it(swept, tmp_path):
     """Three models: 6 ordered pairs, 6 cycles, one parent run, JSON == MLflow record."""
     client = swept["client"]

@@ -63,6 +63,57 @@ def best_priors(experiment: str, *, tracking_uri: str | None = None,
     return [row for g in order for row in groups[g]]
 
 
+def model_name(experiment: str, group: str) -> str:
+    """The registered-model name of ``group``'s best run in ``experiment``."""
+    return f"flowtopo-{experiment}-{group}"
+
+
+def register_best(rows: list[dict[str, Any]], experiment: str, *,
+                  tracking_uri: str | None = None, alias: str = "best") -> list[dict[str, Any]]:
+    """Register each group's rank-1 run as a model version and point ``alias`` at it.
+
+    The version's source is the run's checkpoint artifact (a plain state_dict, loaded with
+    ``weights_only``); load it back with `flowtopo.runtime.fetch_checkpoint` and
+    ``models:/NAME@ALIAS``. Idempotent: when ``alias`` already points at a version of the same
+    run, nothing new is created.
+
+    Returns:
+        One row per group: group, model, version, alias, run_id, created (bool).
+
+    """
+    from mlflow.exceptions import MlflowException
+
+    from flowtopo.runtime import CHECKPOINT_ARTIFACT
+    from flowtopo.tracking import mlflow_client, resolve_tracking_uri
+
+    client = mlflow_client(resolve_tracking_uri(tracking_uri))
+    out = []
+    for r in rows:
+        if r["rank"] != 1:
+            continue
+        name, run_id = model_name(experiment, str(r["group"])), r["run_id"]
+        try:
+            client.create_registered_model(name, tags={"flowtopo.experiment": experiment,
+                                                        "flowtopo.group": str(r["group"])})
+        except MlflowException as err:
+            if err.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        try:
+            current = client.get_model_version_by_alias(name, alias)
+        except MlflowException:
+            current = None
+        if current is not None and current.run_id == run_id:
+            out.append({"group": r["group"], "model": name, "version": int(current.version),
+                        "alias": alias, "run_id": run_id, "created": False})
+            continue
+        mv = client.create_model_version(name, source=f"runs:/{run_id}/{CHECKPOINT_ARTIFACT}",
+                                         run_id=run_id)
+        client.set_registered_model_alias(name, alias, mv.version)
+        out.append({"group": r["group"], "model": name, "version": int(mv.version),
+                    "alias": alias, "run_id": run_id, "created": True})
+    return out
+
+
 def rank_key(metric: str, value: float) -> float:
     """What ranks ``value`` of summary ``metric`` (smaller is better).
 
