@@ -431,7 +431,7 @@ def match_cmd(
                       test_target=test_target, test_labels=test_labels)
     summary = run_match(cfg, log=err_console.print if as_json else console.print)
     if as_json:
-        print(json.dumps(summary, default=str))
+        print_json(summary)
     else:
         print_match(summary)
 
@@ -709,7 +709,7 @@ def sweep_run(
                         callbacks=[RichProgress(bar, task, spec.metric, spec.mode)],
                         yaml_text=file.read_text())
     if as_json:
-        print(json.dumps(sweep_summary(res), default=str))
+        print_json(sweep_summary(res))
     if res.interrupted:
         (err_console if as_json else console).print(
             f"sweep {res.sweep_id} interrupted; continue with: flowtopo sweep resume "
@@ -771,7 +771,7 @@ def sweep_status(job_id: str, address: AddressOption, token: TokenOption = None,
 
     state = jobs.status(job_id, address, token)
     if as_json:
-        print(json.dumps({"job_id": job_id, "status": state}))
+        print_json({"job_id": job_id, "status": state})
     else:
         console.print(state)
 
