@@ -6,8 +6,11 @@ User errors (`InputError`) print as one line and exit with code 2.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -429,7 +432,8 @@ def match_cmd(
                       seed=seed, address=address, tracking_uri=tracking_uri, json_out=json_out,
                       source=source, target=target, test_source=test_source,
                       test_target=test_target, test_labels=test_labels)
-    summary = run_match(cfg, log=err_console.print if as_json else console.print)
+    with stdout_to_stderr(as_json):
+        summary = run_match(cfg, log=err_console.print if as_json else console.print)
     if as_json:
         print_json(summary)
     else:
@@ -703,7 +707,8 @@ def sweep_run(
     _check_trials(file, spec)  # a spec no trial could run fails here, before Ray starts
     total = trial_budget(spec)  # also the grid check: a bad grid fails before Ray starts
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
-                  TimeElapsedColumn(), console=err_console if as_json else console) as bar:
+                  TimeElapsedColumn(), console=err_console if as_json else console) as bar, \
+            stdout_to_stderr(as_json):
         task = bar.add_task(f"sweep {spec.name}", total=total, info="")
         res = run_sweep(spec, address=address, tracking_uri=tracking_uri, storage_path=storage,
                         callbacks=[RichProgress(bar, task, spec.metric, spec.mode)],
@@ -828,6 +833,28 @@ def main() -> None:
 
 def _json_default(o: object) -> object:
     return str(o)
+
+
+@contextlib.contextmanager
+def stdout_to_stderr(active: bool = True) -> Iterator[None]:
+    """While active, whatever is written to stdout goes to stderr, at the file-descriptor level.
+
+    Ray writes to stdout on its own (Tune's tables when a trial errors, worker log lines), so
+    a ``--json`` command runs its engines inside this and prints its one object after.
+    """
+    if not active:
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    os.dup2(2, 1)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def print_json(obj: object) -> None:

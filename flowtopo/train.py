@@ -16,7 +16,9 @@ from __future__ import annotations
 import copy
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,6 +32,64 @@ from flowtopo.train_config import TrainConfig
 
 class TrainingDiverged(InputError):
     """A loss became NaN/inf: the configuration (learning rate, data) needs changing."""
+
+
+@dataclass
+class TrainState:
+    """Everything `train` needs to go on from the end of an epoch as if never interrupted.
+
+    Written every ``state_every`` epochs (`train`'s ``on_state``), read back by ``resume``:
+    the model, discriminator and both optimizers, the data-order and sampling generators, the
+    history so far and the best epoch's weights. `save` / `load` use one ``torch.save`` file
+    of tensors and plain values, read with ``weights_only=True``.
+    """
+
+    epoch: int
+    model: dict[str, Any]
+    discriminator: dict[str, Any]
+    optimizer: dict[str, Any]
+    disc_optimizer: dict[str, Any]
+    generator: torch.Tensor
+    rng: dict[str, Any]
+    history: list[dict[str, float]]
+    best_val: float
+    best_epoch: int
+    best_model: dict[str, Any]
+
+    def save(self, path: str | Path) -> Path:
+        """Write the state to the file ``path``."""
+        torch.save(asdict(self), path)
+        return Path(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> TrainState:
+        """Read a state written by `save` (``weights_only=True``: no pickled objects).
+
+        Raises:
+            InputError: an unreadable file or one that is not a training state.
+
+        """
+        try:
+            doc = torch.load(path, map_location="cpu", weights_only=True)
+            return cls(**doc)
+        except Exception as err:  # torch raises UnpicklingError/RuntimeError/EOFError
+            first = (str(err).splitlines() or [""])[0]
+            raise InputError(f"{path}: not a flowtopo training state ({type(err).__name__}: "
+                             f"{first})") from None
+
+
+def _rng_state(device: torch.device) -> dict[str, Any]:
+    """The global generators sampling draws from (the prior's samples): CPU, and CUDA."""
+    out: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        out["cuda"] = torch.cuda.get_rng_state(device)
+    return out
+
+
+def _set_rng_state(state: dict[str, Any], device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 @dataclass
@@ -106,8 +166,63 @@ def _raise_if_diverged(finite: torch.Tensor, epoch: int, cfg: TrainConfig) -> No
                                "outliers")
 
 
+def _epoch(model: FlowAE, disc: Discriminator, opt: torch.optim.Optimizer,
+           opt_d: torch.optim.Optimizer, x_tr: torch.Tensor, gen: torch.Generator,
+           cfg: TrainConfig, epoch: int) -> dict[str, float]:
+    """One pass over ``x_tr`` (n, D) in shuffled batches; the epoch's mean training losses."""
+    device, dim = x_tr.device, model.dim
+    model.train()
+    sums: dict[str, torch.Tensor] = {}  # summed on the device: no host sync per batch
+    finite = torch.ones(2, dtype=torch.bool, device=device)  # _WATCHED, read once an epoch
+    order = torch.randperm(len(x_tr), generator=gen).to(device)
+    for idx in (order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)):
+        xb = x_tr[idx]
+        z, noise = model.encode(xb)
+        with torch.no_grad():
+            z_prior = model.prior().sample((len(xb),)).to(z)
+        for _ in range(cfg.disc_steps):
+            d_loss = disc.loss(z_prior, z.detach())
+            finite[0] &= torch.isfinite(d_loss.detach())
+            opt_d.zero_grad()
+            d_loss.backward()
+            opt_d.step()
+        g_loss = disc.generator_loss(z)
+        # recon_weight 0 (e.g. pure maximum likelihood): no decoder pass at all, it would
+        # cost about as much as the encoder and feed nothing back.
+        recon = ((model.decode(z, sample=True) - xb).pow(2).mean() if cfg.recon_weight > 0
+                 else None)
+        latent_nll = -model.prior().log_prob(z).mean() / dim
+        noise_nll = -model.noise_log_prob(noise).mean() / dim
+        if cfg.regularizer == "mle":
+            loss = latent_nll + noise_nll
+        else:
+            if cfg.regularizer == "adversarial":
+                reg = g_loss
+            else:
+                reg = SAMPLE_REGULARIZERS[cfg.regularizer](z, z_prior)
+            fit = -model.prior().log_prob(z.detach()).mean() / dim
+            loss = (cfg.noise_weight * noise_nll + cfg.reg_weight * reg
+                    + cfg.prior_weight * fit)
+        if recon is not None:
+            loss = loss + cfg.recon_weight * recon
+        finite[1] &= torch.isfinite(loss.detach())
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        for key, v in (("train_loss", loss), ("train_recon", recon),
+                       ("adv_d_loss", d_loss), ("adv_g_loss", g_loss)):
+            if v is None:  # not computed (recon_weight 0); val_recon is still measured
+                continue
+            sums[key] = sums.get(key, 0.0) + v.detach() * len(xb)
+    _raise_if_diverged(finite, epoch, cfg)
+    return {key: float(v) / len(x_tr) for key, v in sums.items()}
+
+
 def train(model: FlowAE, x_train: np.ndarray, x_test: np.ndarray | None, cfg: TrainConfig,
-          on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+          on_epoch: Callable[[int, dict[str, float]], None] | None = None, *,
+          state_every: int = 0, on_state: Callable[[TrainState], None] | None = None,
+          resume: TrainState | None = None) -> TrainResult:
     """Train ``model`` on ``x_train`` (n, D); early-stop on a validation split carved from it.
 
     Args:
@@ -116,6 +231,12 @@ def train(model: FlowAE, x_train: np.ndarray, x_test: np.ndarray | None, cfg: Tr
         x_test: (m, D) held-out data for the final test metrics, or None.
         cfg: hyper-parameters.
         on_epoch: called after each epoch with ``(epoch, metrics)`` (MLflow, Ray Tune, rich).
+        state_every: every this many epochs (0: never) ``on_state`` receives the
+            `TrainState`, just BEFORE that epoch's ``on_epoch`` (so one report can carry both).
+        on_state: receives the state (e.g. writes a checkpoint a retried trial resumes from).
+        resume: a state from an earlier, interrupted call with the same data and ``cfg``:
+            training goes on from its epoch, and reproduces the uninterrupted run on a
+            deterministic device.
 
     Raises:
         TrainingDiverged: a loss became NaN/inf.
@@ -140,64 +261,37 @@ def train(model: FlowAE, x_train: np.ndarray, x_test: np.ndarray | None, cfg: Tr
     opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999), fused=fused)
     history: list[dict[str, float]] = []
     best_val, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
-    dim = model.dim
-    for epoch in range(1, cfg.epochs + 1):
-        model.train()
-        sums: dict[str, torch.Tensor] = {}  # summed on the device: no host sync per batch
-        finite = torch.ones(2, dtype=torch.bool, device=device)  # _WATCHED, read once an epoch
-        order = torch.randperm(len(x_tr), generator=gen).to(device)
-        batches = [order[i:i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        for idx in batches:
-            xb = x_tr[idx]
-            z, noise = model.encode(xb)
-            with torch.no_grad():
-                z_prior = model.prior().sample((len(xb),)).to(z)
-            for _ in range(cfg.disc_steps):
-                d_loss = disc.loss(z_prior, z.detach())
-                finite[0] &= torch.isfinite(d_loss.detach())
-                opt_d.zero_grad()
-                d_loss.backward()
-                opt_d.step()
-            g_loss = disc.generator_loss(z)
-            # recon_weight 0 (e.g. pure maximum likelihood): no decoder pass at all, it would
-            # cost about as much as the encoder and feed nothing back.
-            recon = ((model.decode(z, sample=True) - xb).pow(2).mean() if cfg.recon_weight > 0
-                     else None)
-            latent_nll = -model.prior().log_prob(z).mean() / dim
-            noise_nll = -model.noise_log_prob(noise).mean() / dim
-            if cfg.regularizer == "mle":
-                loss = latent_nll + noise_nll
-            else:
-                if cfg.regularizer == "adversarial":
-                    reg = g_loss
-                else:
-                    reg = SAMPLE_REGULARIZERS[cfg.regularizer](z, z_prior)
-                fit = -model.prior().log_prob(z.detach()).mean() / dim
-                loss = (cfg.noise_weight * noise_nll + cfg.reg_weight * reg
-                        + cfg.prior_weight * fit)
-            if recon is not None:
-                loss = loss + cfg.recon_weight * recon
-            finite[1] &= torch.isfinite(loss.detach())
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
-            for key, v in (("train_loss", loss), ("train_recon", recon),
-                           ("adv_d_loss", d_loss), ("adv_g_loss", g_loss)):
-                if v is None:  # not computed (recon_weight 0); val_recon is still measured
-                    continue
-                sums[key] = sums.get(key, 0.0) + v.detach() * len(xb)
-        _raise_if_diverged(finite, epoch, cfg)
-        metrics = {key: float(v) / len(x_tr) for key, v in sums.items()}
+    first = 1
+    if resume is not None:
+        model.load_state_dict(resume.model)
+        disc.load_state_dict(resume.discriminator)
+        opt.load_state_dict(resume.optimizer)
+        opt_d.load_state_dict(resume.disc_optimizer)
+        gen.set_state(resume.generator)
+        _set_rng_state(resume.rng, device)
+        history = [dict(h) for h in resume.history]
+        best_val, best_epoch = resume.best_val, resume.best_epoch
+        best_state = {k: v.to(device) for k, v in resume.best_model.items()}
+        first = resume.epoch + 1
+    stopped = resume is not None and resume.epoch - best_epoch >= cfg.patience
+    for epoch in range(first, 1 if stopped else cfg.epochs + 1):
+        metrics = _epoch(model, disc, opt, opt_d, x_tr, gen, cfg, epoch)
         metrics.update(evaluate(model, disc, x_val, seed=cfg.seed + epoch))
         metrics["epoch"] = float(epoch)
         history.append(metrics)
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
-        if metrics[cfg.monitor] < best_val:
+        improved = metrics[cfg.monitor] < best_val
+        if improved:
             best_val, best_epoch = metrics[cfg.monitor], epoch
             best_state = copy.deepcopy(model.state_dict())
-        elif epoch - best_epoch >= cfg.patience:
+        if on_state is not None and state_every > 0 and epoch % state_every == 0:
+            on_state(TrainState(
+                epoch, copy.deepcopy(model.state_dict()), copy.deepcopy(disc.state_dict()),
+                copy.deepcopy(opt.state_dict()), copy.deepcopy(opt_d.state_dict()),
+                gen.get_state(), _rng_state(device), list(history), best_val, best_epoch,
+                best_state))
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+        if not improved and epoch - best_epoch >= cfg.patience:
             break
     model.load_state_dict(best_state)
     result = TrainResult(model.eval(), disc, history, best_epoch, history[best_epoch - 1])

@@ -424,6 +424,57 @@ def test_a_stopped_sweep_resumes_without_rerunning_finished_trials(tmp_path):
 
 
 @pytest.mark.integration
+def test_a_trial_whose_worker_is_killed_resumes_from_its_checkpoint_in_the_same_run(tmp_path):
+    """A spot node reclaimed mid-training: the retry goes on from the last checkpoint epoch,
+    logging to the same MLflow run, without a gap or a repeated step."""
+    import json
+    import os
+    import signal
+    import time
+
+    import mlflow
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    path = tmp_path / "spot.yaml"
+    epochs = 60
+    path.write_text(yaml.safe_dump({
+        **TINY, "dataset": {"name": "hierarchical", "options": {"n": 3000}}, "num_samples": 1,
+        "seeds": 1, "max_concurrent_trials": 1, "max_failures": 2, "checkpoint_every": 5,
+        "train": {"epochs": epochs, "patience": 1000},
+        "mlflow": {"experiment": "spot", "tracking_uri": uri}}))
+    proc = subprocess.Popen([sys.executable, "-m", "flowtopo.cli", "sweep", "run", str(path),
+                             "--storage", str(tmp_path / "ray"), "--json"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    killed_at, deadline = None, time.time() + 300
+    while killed_at is None and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+        runs = trial_runs(uri, "spot", "RUNNING")
+        if not runs:
+            continue
+        client = mlflow.MlflowClient(uri)
+        steps = [m.step for m in client.get_metric_history(runs[0].info.run_id, "epoch")]
+        if steps and max(steps) >= 7:  # past the first checkpoint (epoch 5)
+            os.kill(int(runs[0].data.tags["worker_pid"]), signal.SIGKILL)
+            killed_at = max(steps)
+    assert killed_at is not None, "the trial finished before its worker could be killed"
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err[-2000:]
+    summary = json.loads(out)  # Ray's own tables after the trial error went to stderr
+    assert summary["failed"] == 0
+    runs = trial_runs(uri, "spot", None)
+    assert len(runs) == 1, [r.info.status for r in runs]  # one run, not one per attempt
+    (run,) = runs
+    assert run.info.status == "FINISHED" and "error" not in run.data.tags
+    resumed = int(run.data.tags["resumed_from_epoch"])
+    assert resumed % 5 == 0 and 5 <= resumed <= killed_at
+    client = mlflow.MlflowClient(uri)
+    for key in ("epoch", "val_nll", "adv_d_loss"):
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
+        assert steps == list(range(1, epochs + 1)), key  # contiguous, each step once
+    assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"checkpoint"}
+
+
+@pytest.mark.integration
 def test_asha_stops_trials_early_and_the_record_says_so(tmp_path, ray_local):
     from flowtopo.sweep.runner import run_sweep
 

@@ -231,3 +231,52 @@ def test_best_over_epochs_is_each_metrics_minimum_over_the_epochs_that_hold_it()
                {"val_nll": 2.5, "train_loss": -9.0}]
     assert best_over_epochs(history) == {"best_nll": 2.0, "best_adv_loss": 1.0}
     assert best_over_epochs([]) == {}
+
+
+@pytest.mark.parametrize(("reg", "patience"), [("adversarial", 20), ("mle", 1)])
+def test_training_resumed_from_a_saved_state_reproduces_the_uninterrupted_run(tmp_path, reg,
+                                                                             patience):
+    """A state written mid-training and read back goes on exactly where it stopped."""
+    from flowtopo.train import TrainState
+
+    ds = load_dataset("hierarchical", n=600, seed=1)
+    cfg = TrainConfig(epochs=6, regularizer=reg, batch_size=128, patience=patience)
+    full = train(small_model(), ds.x_train, ds.x_test, cfg)
+    states: list[int] = []
+
+    def keep(state):
+        states.append(state.epoch)
+        state.save(tmp_path / f"state-{state.epoch}.pt")
+
+    first = small_model()
+    train(first, ds.x_train, None, cfg.model_copy(update={"epochs": 3}), state_every=2,
+          on_state=keep)
+    assert states == [2]  # every 2 epochs: the 3-epoch run wrote one state
+    again = small_model()  # fresh weights: everything comes from the state file
+    torch.manual_seed(123)  # the state, not the caller's generator, decides what follows
+    seen: list[int] = []
+    res = train(again, ds.x_train, ds.x_test, cfg, on_epoch=lambda e, m: seen.append(e),
+                resume=TrainState.load(tmp_path / "state-2.pt"))
+    assert seen == [h["epoch"] for h in full.history[2:]]  # only the epochs after the state
+    assert res.history == full.history and res.best_epoch == full.best_epoch
+    assert res.test == full.test
+    for (name, a), b in zip(full.model.state_dict().items(), res.model.state_dict().values(),
+                            strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_a_training_state_that_is_not_one_is_one_line(tmp_path):
+    from flowtopo.train import TrainState
+
+    bad = tmp_path / "state.pt"
+    bad.write_bytes(b"not a torch file")
+    with pytest.raises(InputError, match="not a flowtopo training state"):
+        TrainState.load(bad)
+
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"epoch": Evil()}, bad)
+    with pytest.raises(InputError, match="not a flowtopo training state"):
+        TrainState.load(bad)

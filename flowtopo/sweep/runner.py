@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,17 @@ def failure_line(result: Any) -> str | None:
     return f"{name}: {lines[-1] if lines else type(result.error).__name__}"
 
 
+def _checkpoint_config() -> Any:
+    """Ray keeps each trial's two latest checkpoints.
+
+    A retry resumes from the latest; the one before covers a failure during its upload. The
+    trained models live in MLflow, not here.
+    """
+    from ray import tune
+
+    return tune.CheckpointConfig(num_to_keep=2)
+
+
 def make_sampler(spec: SweepSpec) -> Any:
     """The Optuna sampler the YAML asks for (TPE multivariate + group by default)."""
     import optuna
@@ -65,8 +77,6 @@ def make_sampler(spec: SweepSpec) -> Any:
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=spec.seed)
     if spec.sampler == "grid":
-        import warnings
-
         from flowtopo.sweep._grid import ExhaustiveGridSampler
 
         with warnings.catch_warnings():  # flagged experimental since optuna 3.1
@@ -162,7 +172,8 @@ def _search(spec: SweepSpec, client: Any, pid: str, uri: str, exp_id: str, stora
             # a copy of the callbacks: Ray appends its loggers (holding this phase's trials)
             name=sweep_id, storage_path=storage, verbose=0, callbacks=list(callbacks or []),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures,
-                                              fail_fast=spec.fail_fast)))
+                                              fail_fast=spec.fail_fast),
+            checkpoint_config=_checkpoint_config()))
     return _finish(_fit_and_sign(tuner, exp_dir), spec, runtime, storage, callbacks)
 
 
@@ -174,7 +185,11 @@ def _fit_and_sign(tuner: Any, exp_dir: Path) -> Any:
     from flowtopo.sweep.integrity import sign_folder
 
     try:
-        return tuner.fit()
+        with warnings.catch_warnings():
+            # a trial retried from a mid-training checkpoint reports the epochs after it
+            # again; Optuna keeps the first value of each step and warns for each repeat
+            warnings.filterwarnings("ignore", message="The reported value is ignored because")
+            return tuner.fit()
     finally:
         sign_folder(exp_dir)
 
@@ -183,8 +198,9 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
                  callbacks: list[Any] | None = None) -> SweepResult:
     """Continue an interrupted sweep from its Ray Tune folder (``STORAGE/SWEEP_ID``).
 
-    Finished trials are not rerun (``Tuner.restore``); trials cut off mid-way restart, and
-    their orphaned MLflow runs are closed as KILLED.
+    Finished trials are not rerun (``Tuner.restore``). A trial cut off mid-way goes on from
+    its last mid-training checkpoint (``checkpoint_every``) in the same MLflow run, which is
+    marked KILLED until then; one cut off before its first checkpoint restarts in a new run.
 
     Raises:
         InputError: the folder is not a flowtopo sweep, or its state is not exactly as this
@@ -236,8 +252,18 @@ def _close_orphans(client: Any, runtime: dict[str, Any], why: str) -> None:
 
 
 def interrupted(results: Any) -> bool:
-    """True when some trial neither finished nor failed (the sweep was stopped)."""
-    return any(r.error is None and not (r.metrics or {}).get("done", False) for r in results)
+    """True when some trial neither finished nor failed (the sweep was stopped).
+
+    A trial finished when its last result says ``done`` or is the trial's final report (it
+    names the MLflow run, or the user's error). The final report is checked too because Ray,
+    keeping only the latest checkpoints (`_checkpoint_config`), may restore a finished trial
+    with the result of its last checkpoint, where ``done`` is not yet set.
+    """
+    return any(r.error is None and not _complete(r.metrics or {}) for r in results)
+
+
+def _complete(metrics: dict[str, Any]) -> bool:
+    return bool(metrics.get("done")) or "mlflow_run_id" in metrics or USER_ERROR in metrics
 
 
 def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str,
@@ -297,7 +323,8 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
                 run_config=tune.RunConfig(
                     name=seeds_dir.name, storage_path=storage, verbose=0,
                     callbacks=list(callbacks or []),  # a copy: Ray appends its loggers to it
-                    failure_config=tune.FailureConfig(max_failures=spec.max_failures)))
+                    failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                    checkpoint_config=_checkpoint_config()))
         _update_context(exp_dir, phase="seeds", search=search)
         seed_results = _fit_and_sign(replica, seeds_dir)
         out.trials += len(seed_results)

@@ -121,6 +121,9 @@ class SweepSpec(BaseModel):
     max_concurrent_trials: int = Field(2, ge=1)
     resources: Resources = Field(default_factory=Resources)
     max_failures: int = Field(1, ge=0, description="Retries per trial (Ray FailureConfig).")
+    checkpoint_every: int = Field(
+        10, ge=0, description="Epochs between mid-training checkpoints (0: none): a retried "
+        "trial (e.g. its spot node reclaimed) resumes from the last one, in the same MLflow run.")
     fail_fast: bool = False
     mlflow: MlflowSpec = Field(default_factory=MlflowSpec)
 

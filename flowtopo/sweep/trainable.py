@@ -5,11 +5,15 @@ Module-level and importable, so Ray workers and ``Tuner.restore`` can find it.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from typing import Any
 
 RESERVED = ("sweep", "runtime", "seed")
 USER_ERROR = "user_error"  # the key of the one result a trial reports when its input was bad
+STATE_FILE = "train_state.pt"  # a mid-training checkpoint: `flowtopo.train.TrainState`
+RUN_FILE = "mlflow_run.json"  # beside it: the MLflow run the retried trial goes on logging to
 
 
 def train_trial(config: dict[str, Any]) -> None:
@@ -33,28 +37,56 @@ def train_trial(config: dict[str, Any]) -> None:
     device = spec.resources.device
     client = mlflow_client(rt["tracking_uri"], probe=False)  # the client retries instead
     trial_id = tune.get_context().get_trial_id()
-    run = client.create_run(rt["experiment_id"], run_name=f"{trial_id}-s{seed}", tags={
-        "mlflow.parentRunId": rt["parent_run_id"], "flowtopo.kind": "trial",
-        "sweep_id": rt["sweep_id"], "trial_id": trial_id, "seed": str(seed),
-        "dataset": spec.dataset.name, "phase": rt.get("phase", "search"),
-        "ray_node_id": _node_id(), **provenance_tags()})
-    run_id = run.info.run_id
-    history: list[dict[str, float]] = []
+    resume, run_id = _resume_point(tune.get_checkpoint())
+    if run_id is None:
+        _close_lost_runs(client, rt, trial_id, seed)
+        run = client.create_run(rt["experiment_id"], run_name=f"{trial_id}-s{seed}", tags={
+            "mlflow.parentRunId": rt["parent_run_id"], "flowtopo.kind": "trial",
+            "sweep_id": rt["sweep_id"], "trial_id": trial_id, "seed": str(seed),
+            "dataset": spec.dataset.name, "phase": rt.get("phase", "search"),
+            "ray_node_id": _node_id(), "worker_pid": str(os.getpid()), **provenance_tags()})
+        run_id = run.info.run_id
+        logged = 0
+    else:  # a retried trial: the same run goes on where its checkpoint left off
+        client.update_run(run_id, status="RUNNING")
+        for stale in ("stopped_early", "error"):  # what closing the lost attempt wrote
+            if stale in client.get_run(run_id).data.tags:
+                client.delete_tag(run_id, stale)
+        logged = _last_logged_epoch(client, run_id)
+        client.set_tag(run_id, "resumed_from_epoch", str(resume.epoch))  # type: ignore[union-attr]
+        client.set_tag(run_id, "ray_node_id", _node_id())
+        client.set_tag(run_id, "worker_pid", str(os.getpid()))
+    history: list[dict[str, float]] = list(resume.history) if resume else []
     try:
         ts = resolve(params, spec, seed, os.path.join(trial_dir, "checkpoint"), device)
-        client.set_tag(run_id, "family", ts.model.prior.name)
-        # the configuration in one request, without the trial folder (out) and mlflow
-        log_params(client, run_id, {**ts.model_dump(mode="json", exclude={"out", "mlflow"}),
-                                    "optuna": params})
+        if resume is None:
+            client.set_tag(run_id, "family", ts.model.prior.name)
+            # the configuration in one request, without the trial folder (out) and mlflow
+            log_params(client, run_id, {**ts.model_dump(mode="json", exclude={"out", "mlflow"}),
+                                        "optuna": params})
         ds = load_dataset(ts.dataset.name, **ts.dataset.options)
         model = build_model(ts.model, ds.dim, seed)
+        pending: list[Any] = []  # the state of this epoch, reported with its metrics
+
+        def on_state(state: Any) -> None:
+            pending.append(state)
 
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             history.append(metrics)
-            log_metrics(client, run_id, metrics, step=epoch)
-            tune.report({**metrics, "epoch": epoch})
+            if epoch > logged:  # steps an interrupted attempt logged are not logged twice
+                log_metrics(client, run_id, metrics, step=epoch)
+            if not pending:
+                tune.report({**metrics, "epoch": epoch})
+                return
+            with tempfile.TemporaryDirectory() as d:
+                pending.pop().save(os.path.join(d, STATE_FILE))
+                with open(os.path.join(d, RUN_FILE), "w") as f:
+                    json.dump({"mlflow_run_id": run_id, "epoch": epoch}, f)
+                tune.report({**metrics, "epoch": epoch},
+                            checkpoint=tune.Checkpoint.from_directory(d))
 
-        result = train(model, ds.x_train, ds.x_test, ts.train, on_epoch=on_epoch)
+        result = train(model, ds.x_train, ds.x_test, ts.train, on_epoch=on_epoch,
+                       state_every=spec.checkpoint_every, on_state=on_state, resume=resume)
         ckpt = save_checkpoint(ts.out, result.model, ds.standardizer, {
             "dataset": ts.dataset.model_dump(mode="json"),
             "train": ts.train.model_dump(mode="json"), "best_epoch": result.best_epoch,
@@ -82,6 +114,45 @@ def train_trial(config: dict[str, Any]) -> None:
                     checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
     except SystemExit:  # a scheduler stopping the trial at its budget: nothing left to do
         return
+
+
+def _resume_point(checkpoint: Any) -> tuple[Any, str | None]:
+    """The `TrainState` and MLflow run id of a retried trial's last checkpoint, or (None, None).
+
+    A trial's final checkpoint (the trained model) holds no state: (None, None).
+    """
+    from flowtopo.train import TrainState
+
+    if checkpoint is None:
+        return None, None
+    with checkpoint.as_directory() as d:
+        state, run = os.path.join(d, STATE_FILE), os.path.join(d, RUN_FILE)
+        if not (os.path.isfile(state) and os.path.isfile(run)):
+            return None, None
+        with open(run) as f:
+            run_id = str(json.load(f)["mlflow_run_id"])
+        return TrainState.load(state), run_id
+
+
+def _last_logged_epoch(client: Any, run_id: str) -> int:
+    """The last epoch an earlier attempt of this run logged (0 when none)."""
+    return max((int(m.step) for m in client.get_metric_history(run_id, "epoch")), default=0)
+
+
+def _close_lost_runs(client: Any, rt: dict[str, Any], trial_id: str, seed: int) -> None:
+    """Mark FAILED the runs of earlier attempts of this trial lost before any checkpoint.
+
+    A worker killed (a reclaimed spot node) before its first checkpoint leaves its run
+    RUNNING; the retry starts afresh in a new run and says so on the old one.
+    """
+    lost = client.search_runs(
+        [rt["experiment_id"]],
+        filter_string=(f"tags.trial_id = '{trial_id}' AND tags.seed = '{seed}' AND "
+                       f"tags.sweep_id = '{rt['sweep_id']}' AND attributes.status = 'RUNNING'"))
+    for r in lost:
+        client.set_tag(r.info.run_id, "error", "the worker was lost before the trial's first "
+                       "checkpoint; the retry trains in a new run")
+        client.set_terminated(r.info.run_id, "FAILED")
 
 
 def _node_id() -> str:
