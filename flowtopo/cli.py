@@ -679,6 +679,7 @@ def sweep_summary(res: Any) -> dict[str, Any]:
             "tracking_uri": res.tracking_uri, "storage_path": res.storage_path,
             "parent_run_id": res.parent_run_id, "trials": res.trials, "failed": res.failed,
             "interrupted": res.interrupted, "failures": list(res.failures),
+            "optuna": {"study": res.optuna_study, "storage": res.optuna_storage},
             "best": {"metric": best.get("metric"), "value": best.get("value"),
                      "family": (best.get("config") or {}).get("prior"),
                      "run_id": best.get("mlflow_run_id")} if best else None}

@@ -114,7 +114,43 @@ MALFORMED = {
                             "unknown activation 'bogus'"),
     "one-bad-batch-size": (mutate(("search", "batch_size"), [128, 1]),
                            "Input should be greater than or equal to 2"),
+    "optuna-password": (mutate(("optuna",), {"storage": "postgresql://u:hunter2@db/optuna"}),
+                        "holds a password"),
+    "optuna-backend": (mutate(("optuna",), {"storage": "mongodb://db/optuna"}),
+                       "'mongodb': Optuna storage is sqlite, postgresql or mysql"),
+    "optuna-not-a-url": (mutate(("optuna",), {"storage": "optuna.db"}),
+                         "is not a database URL"),
+    "optuna-startup": (mutate(("optuna",), {"n_startup_trials": 0}),
+                       "optuna.n_startup_trials"),
+    "optuna-unknown": (mutate(("optuna",), {"study": "x"}), "optuna.study"),
 }
+
+
+def test_optuna_storage_and_startup_follow_the_yaml_the_environment_and_the_store(
+        tmp_path, monkeypatch):
+    from flowtopo.sweep.runner import make_sampler, optuna_storage_url, shown_url
+
+    base = yaml.safe_load(Path("sweeps/quickstart.yaml").read_text())
+    spec = SweepSpec.model_validate({**base, "num_samples": 8})
+    monkeypatch.delenv("FLOWTOPO_OPTUNA_STORAGE", raising=False)
+    # beside a sqlite MLflow store, else under ./flowtopo-runs
+    db = tmp_path / "runs" / "mlflow.db"
+    assert optuna_storage_url(spec, f"sqlite:///{db}") == f"sqlite:///{db.parent / 'optuna.db'}"
+    monkeypatch.chdir(tmp_path)
+    assert optuna_storage_url(spec, "http://127.0.0.1:5000") == (
+        f"sqlite:///{tmp_path.resolve() / 'flowtopo-runs' / 'optuna.db'}")
+    given = SweepSpec.model_validate({**base, "optuna": {"storage": "postgresql://u@db/o",
+                                                         "n_startup_trials": 3}})
+    assert optuna_storage_url(given, f"sqlite:///{db}") == "postgresql://u@db/o"
+    secret = "postgresql://u:hunter2@db/o"
+    monkeypatch.setenv("FLOWTOPO_OPTUNA_STORAGE", secret)  # wins, and is never shown
+    assert optuna_storage_url(given, f"sqlite:///{db}") == secret
+    assert "hunter2" not in shown_url(secret) and "db/o" in shown_url(secret)
+    # TPE models after a quarter of an 8-trial sweep (Optuna's default 10 = all random)
+    assert make_sampler(spec)._n_startup_trials == 2
+    assert make_sampler(given)._n_startup_trials == 3
+    big = SweepSpec.model_validate({**base, "num_samples": 400})
+    assert make_sampler(big)._n_startup_trials == 10
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
@@ -196,6 +232,21 @@ def test_a_real_sweep_records_every_trial_in_mlflow(tmp_path, ray_local):
         assert load_checkpoint(local).model.k == 2
         assert r.data.params["optuna.prior"] == r.data.tags["family"]
     assert res.trials == 4 + len(seeds) and res.failed == 0
+    # the Optuna study persists beside the MLflow store, named after the sweep
+    import optuna
+
+    assert parent[0].data.tags["optuna_study"] == res.sweep_id == res.optuna_study
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert parent[0].data.tags["optuna_storage"] == res.optuna_storage == storage
+    study = optuna.load_study(study_name=res.sweep_id, storage=storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 4 and len(study.trials) == 4
+    told = []  # what each trial reported last: the metric at its kept (best) epoch
+    for r in search:
+        hist = client.get_metric_history(r.info.run_id, "val_adv_loss")
+        told += [m.value for m in hist if m.step == int(r.data.metrics["best_epoch"])]
+    assert sorted(t.value for t in complete) == pytest.approx(sorted(told), rel=1e-6)
+    assert set(optuna.importance.get_param_importances(study)) >= {"lr"}
     token = Path.home() / ".ray" / "auth_token"  # Ray 2.60 writes it 0644: flowtopo tightens it
     assert token.stat().st_mode & 0o777 == 0o600
 
@@ -421,6 +472,12 @@ def test_a_stopped_sweep_resumes_without_rerunning_finished_trials(tmp_path):
     assert again.returncode == 0 and "already finished" in again.stdout
     assert "nothing to resume" in again.stdout
     assert len(finished_trials(uri, "resume")) == 4
+    # the resumed search went on with the same Optuna study: 4 trials, each told once
+    import optuna
+
+    study = optuna.load_study(study_name=sweep_dir.name,
+                              storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
 
 
 @pytest.mark.integration

@@ -130,3 +130,29 @@ def test_stop_a_running_sweep_job(head):
     while jobs.status(job_id, head["address"]) == "RUNNING" and time.time() < deadline:
         time.sleep(1)
     assert jobs.status(job_id, head["address"]) == "STOPPED"
+
+
+def test_submit_forwards_credentials_and_the_optuna_storage_to_the_job_only(monkeypatch):
+    """The job's driver runs the searcher: it needs $FLOWTOPO_OPTUNA_STORAGE; nothing else of
+    the caller's environment travels."""
+    from flowtopo.sweep import jobs
+
+    seen = {}
+
+    class Fake:
+        def submit_job(self, **kw):
+            seen.update(kw)
+            return kw["submission_id"]
+
+    monkeypatch.setattr(jobs, "client", lambda address, token: Fake())
+    monkeypatch.setenv("FLOWTOPO_OPTUNA_STORAGE", "postgresql://u:pw@db/optuna")
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "secret")
+    monkeypatch.setenv("UNRELATED_SECRET", "x")
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    sid = jobs.submit(Path("sweeps/quickstart.yaml"), "http://127.0.0.1:1",
+                      tracking_uri="http://127.0.0.1:5000")
+    env = seen["runtime_env"]["env_vars"]
+    assert sid.startswith("flowtopo-")
+    assert env["FLOWTOPO_OPTUNA_STORAGE"] == "postgresql://u:pw@db/optuna"
+    assert env["MLFLOW_TRACKING_PASSWORD"] == "secret"
+    assert "UNRELATED_SECRET" not in env and "MLFLOW_TRACKING_USERNAME" not in env

@@ -18,6 +18,7 @@ from typing import Any
 
 from flowtopo.errors import InputError
 from flowtopo.runtime import FORWARDED
+from flowtopo.sweep.spec import OPTUNA_STORAGE_ENV
 
 
 def resolve_token(explicit: str | None = None) -> str | None:
@@ -71,8 +72,9 @@ def submit(file: Path, address: str, *, tracking_uri: str | None = None,
 
     The YAML travels in the job's working_dir; flowtopo must be installed on the cluster
     (see docs/cluster.md). The tracking URI (flag, YAML, ``MLFLOW_TRACKING_URI``, else this
-    machine's absolute sqlite default), ``RAY_JOB_STOP_SIGNAL=SIGINT`` and any MLflow
-    credentials in this environment (`FORWARDED`) go to the job's environment.
+    machine's absolute sqlite default), ``RAY_JOB_STOP_SIGNAL=SIGINT``, any MLflow
+    credentials in this environment (`FORWARDED`) and ``$FLOWTOPO_OPTUNA_STORAGE`` go to the
+    job's environment.
     """
     from flowtopo.specs import load_spec
     from flowtopo.sweep.spec import SweepSpec
@@ -91,7 +93,9 @@ def submit(file: Path, address: str, *, tracking_uri: str | None = None,
     # of 3 s before SIGKILL is too short for both, so the job gets 120 s.
     env = {"MLFLOW_TRACKING_URI": uri, "RAY_JOB_STOP_SIGNAL": "SIGINT",
            "RAY_JOB_STOP_WAIT_TIME_S": "120"}
-    for key in FORWARDED:  # tracking-server credentials travel over the authenticated API
+    # tracking-server credentials and the Optuna storage URL (the job's driver runs the
+    # searcher) travel over the authenticated API
+    for key in (*FORWARDED, OPTUNA_STORAGE_ENV):
         if os.environ.get(key):
             env[key] = os.environ[key]
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from flowtopo.runtime import init_ray
-from flowtopo.sweep.spec import SweepSpec
+from flowtopo.sweep.spec import OPTUNA_STORAGE_ENV, SweepSpec
 from flowtopo.sweep.trainable import RESERVED, USER_ERROR
 
 
@@ -35,6 +35,8 @@ class SweepResult:
     already_finished: bool = False  # a resume of a sweep that had ended: nothing was done
     failures: list[str] = field(default_factory=list)  # one line per failed trial: id: reason
     user_errors: int = 0  # failures that were the user's input (InputError), never retried
+    optuna_study: str = ""  # the Optuna study (named after the sweep) ...
+    optuna_storage: str = ""  # ... and where it persists (password masked)
 
     @property
     def user_errors_only(self) -> bool:
@@ -82,7 +84,45 @@ def make_sampler(spec: SweepSpec) -> Any:
         with warnings.catch_warnings():  # flagged experimental since optuna 3.1
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return ExhaustiveGridSampler(seed=spec.seed)
-    return optuna.samplers.TPESampler(multivariate=True, group=True, seed=spec.seed)
+    return optuna.samplers.TPESampler(multivariate=True, group=True, seed=spec.seed,
+                                      n_startup_trials=startup_trials(spec))
+
+
+def startup_trials(spec: SweepSpec) -> int:
+    """TPE's random start: ``optuna.n_startup_trials``, else a quarter of the trials (2 to 10).
+
+    Optuna's default of 10 would leave an 8-trial sweep a pure random search.
+    """
+    if spec.optuna.n_startup_trials is not None:
+        return spec.optuna.n_startup_trials
+    from flowtopo.sweep.space import trial_budget
+
+    return min(10, max(2, trial_budget(spec) // 4))
+
+
+def optuna_storage_url(spec: SweepSpec, tracking_uri: str) -> str:
+    """Where the sweep's Optuna study persists (`OptunaSpec`).
+
+    ``$FLOWTOPO_OPTUNA_STORAGE``, else the YAML's ``optuna.storage``, else ``optuna.db``
+    beside a sqlite MLflow store, else ``./flowtopo-runs/optuna.db``.
+    """
+    import os
+
+    if os.environ.get(OPTUNA_STORAGE_ENV):
+        return os.environ[OPTUNA_STORAGE_ENV]
+    if spec.optuna.storage:
+        return spec.optuna.storage
+    if tracking_uri.startswith("sqlite:///"):
+        db = Path(tracking_uri.removeprefix("sqlite:///")).resolve()
+        return f"sqlite:///{db.parent / 'optuna.db'}"
+    return f"sqlite:///{(Path.cwd() / 'flowtopo-runs' / 'optuna.db').resolve()}"
+
+
+def shown_url(url: str) -> str:
+    """``url`` with any password masked (for tags, logs and JSON)."""
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
 
 
 def trainable_for(spec: SweepSpec) -> Any:
@@ -149,12 +189,16 @@ def _search(spec: SweepSpec, client: Any, pid: str, uri: str, exp_id: str, stora
     spec_json = spec.model_dump(mode="json")
     exp_dir = Path(storage) / sweep_id
     exp_dir.mkdir(parents=True, exist_ok=True)
-    (exp_dir / CONTEXT_FILE).write_text(json.dumps({"spec": spec_json, "runtime": runtime,
-                                                    "storage": storage}, indent=2))
+    (exp_dir / CONTEXT_FILE).write_text(json.dumps({
+        "spec": spec_json, "runtime": runtime, "storage": storage,
+        "optuna_storage": shown_url(optuna_storage_url(spec, uri))}, indent=2))
+    url = optuna_storage_url(spec, uri)
+    client.set_tag(pid, "optuna_study", sweep_id)
+    client.set_tag(pid, "optuna_storage", shown_url(url))
     searcher = OptunaSearch(space=functools.partial(define_space, spec=spec_json,
                                                     runtime=runtime),
                             metric=spec.metric, mode=spec.mode, sampler=make_sampler(spec),
-                            study_name=sweep_id, seed=spec.seed)
+                            study_name=sweep_id, seed=spec.seed, storage=rdb_storage(url))
     scheduler = None
     if spec.scheduler == "asha":
         from ray.tune.schedulers import ASHAScheduler
@@ -174,7 +218,19 @@ def _search(spec: SweepSpec, client: Any, pid: str, uri: str, exp_id: str, stora
             failure_config=tune.FailureConfig(max_failures=spec.max_failures,
                                               fail_fast=spec.fail_fast),
             checkpoint_config=_checkpoint_config()))
-    return _finish(_fit_and_sign(tuner, exp_dir), spec, runtime, storage, callbacks)
+    out = _finish(_fit_and_sign(tuner, exp_dir), spec, runtime, storage, callbacks)
+    out.optuna_study, out.optuna_storage = sweep_id, shown_url(url)
+    return out
+
+
+def rdb_storage(url: str) -> Any:
+    """Optuna's RDB storage at ``url`` (a sqlite file's folder is created)."""
+    import optuna
+
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # not a line per trial on stderr
+    return optuna.storages.RDBStorage(url)
 
 
 def _fit_and_sign(tuner: Any, exp_dir: Path) -> Any:
@@ -234,10 +290,13 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
         _close_orphans(client, runtime, "interrupted; the trial restarts on resume")
         init_ray(address or spec.ray_address, runtime["tracking_uri"])
         if ctx.get("phase") == "seeds":  # the search had ended (its summary is in the context)
-            return _finish(None, spec, runtime, ctx["storage"], callbacks, search=ctx["search"])
-        tuner = tune.Tuner.restore(str(p), trainable=trainable_for(spec),
-                                   resume_unfinished=True, resume_errored=False)
-        return _finish(_fit_and_sign(tuner, p), spec, runtime, ctx["storage"], callbacks)
+            out = _finish(None, spec, runtime, ctx["storage"], callbacks, search=ctx["search"])
+        else:  # the searcher, restored with Ray's state, goes on with the same Optuna study
+            tuner = tune.Tuner.restore(str(p), trainable=trainable_for(spec),
+                                       resume_unfinished=True, resume_errored=False)
+            out = _finish(_fit_and_sign(tuner, p), spec, runtime, ctx["storage"], callbacks)
+    out.optuna_study, out.optuna_storage = runtime["sweep_id"], ctx.get("optuna_storage", "")
+    return out
 
 
 def _close_orphans(client: Any, runtime: dict[str, Any], why: str) -> None:

@@ -100,6 +100,44 @@ class Resources(BaseModel):
         return "cuda" if self.gpu > 0 else "cpu"
 
 
+OPTUNA_STORAGE_ENV = "FLOWTOPO_OPTUNA_STORAGE"
+"""An environment variable holding the Optuna storage URL; it wins over the YAML's and keeps a
+database password out of the YAML (which is logged to MLflow)."""
+
+
+class OptunaSpec(BaseModel):
+    """Where Optuna's study lives, and how long TPE samples at random before it models."""
+
+    model_config = ConfigDict(extra="forbid")
+    storage: str | None = Field(
+        None, description="Optuna RDB storage URL (sqlite:///PATH, postgresql://USER@HOST/DB, "
+        "mysql://...); a password goes in $" + OPTUNA_STORAGE_ENV + ", never here. Default: "
+        "optuna.db beside a sqlite MLflow store, else ./flowtopo-runs/optuna.db.")
+    n_startup_trials: int | None = Field(
+        None, ge=1, description="TPE's random trials before it models the space; default "
+        "min(10, max(2, num_samples // 4)).")
+
+    @field_validator("storage")
+    @classmethod
+    def _rdb_url(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        from sqlalchemy.engine import make_url
+        from sqlalchemy.exc import ArgumentError
+
+        try:
+            url = make_url(v)
+        except ArgumentError:
+            raise ValueError(f"{v!r} is not a database URL (e.g. sqlite:///optuna.db)") from None
+        if url.get_backend_name() not in ("sqlite", "postgresql", "mysql"):
+            raise ValueError(f"{url.get_backend_name()!r}: Optuna storage is sqlite, postgresql "
+                             "or mysql")
+        if url.password:
+            raise ValueError(f"the storage URL holds a password: the sweep YAML is logged to "
+                             f"MLflow; put the URL in ${OPTUNA_STORAGE_ENV} instead")
+        return v
+
+
 class SweepSpec(BaseModel):
     """A sweep: FlowAEs over prior families, searched by Optuna on Ray Tune, logged in MLflow."""
 
@@ -126,6 +164,7 @@ class SweepSpec(BaseModel):
         "trial (e.g. its spot node reclaimed) resumes from the last one, in the same MLflow run.")
     fail_fast: bool = False
     mlflow: MlflowSpec = Field(default_factory=MlflowSpec)
+    optuna: OptunaSpec = Field(default_factory=OptunaSpec)
 
     @field_validator("metric", mode="before")
     @classmethod
