@@ -690,7 +690,9 @@ def sweep_run(
     file: Annotated[Path, typer.Argument(help="Sweep YAML.")],
     address: Annotated[str | None, typer.Option(help="Ray address (default: local Ray).")] = None,
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
-    storage: Annotated[Path | None, typer.Option(help="Ray Tune results folder.")] = None,
+    storage: Annotated[str | None, typer.Option(help="Ray Tune results: a folder, or a URI "
+                                                     "(s3://BUCKET/PREFIX, gs://..., file://)."
+                                                )] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON "
                                           "object on stdout (the progress bar goes to stderr; "
                                           "schema: docs/sweep-yaml.md).")] = False,
@@ -805,7 +807,8 @@ def sweep_stop(job_id: str, address: AddressOption, token: TokenOption = None) -
 
 @sweep_app.command("resume")
 def sweep_resume(
-    path: Annotated[Path, typer.Argument(help="The sweep's Ray Tune folder (STORAGE/SWEEP_ID).")],
+    path: Annotated[str, typer.Argument(help="The sweep's Ray Tune folder (STORAGE/SWEEP_ID): "
+                                             "a path or a URI such as s3://BUCKET/PREFIX/ID.")],
     address: Annotated[str | None, typer.Option(help="Ray address (host:port) of a cluster "
                                                      "(default: the YAML's, else local Ray).")
                        ] = None,

@@ -1,6 +1,7 @@
 """A sweep folder's state is ours before Ray unpickles it: an HMAC over every file in it.
 
-``flowtopo sweep resume DIR`` hands ``DIR`` to ``ray.tune.Tuner.restore``, which unpickles
+``flowtopo sweep resume DIR`` hands ``DIR`` (a folder or a storage URI,
+`flowtopo.sweep.storage`) to ``ray.tune.Tuner.restore``, which unpickles
 ``tuner.pkl``, the searcher's state and each trial's ``params.pkl``: whoever can write ``DIR``
 (shared storage, a bucket) could otherwise run code as the user who resumes. So every time a
 sweep's search phase stops (finished, interrupted, or failed), flowtopo signs the folder:
@@ -26,6 +27,7 @@ import stat
 from pathlib import Path
 
 from flowtopo.errors import InputError
+from flowtopo.sweep.storage import Storage, open_storage
 
 SIGNATURE_FILE = "flowtopo-sweep.sig"
 _VERSION = 1
@@ -62,20 +64,22 @@ def load_key(create: bool = False) -> bytes:
     return bytes.fromhex(path.read_text().strip())
 
 
-def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*")
-                  if p.is_file() and not (p.parent == folder and p.name == SIGNATURE_FILE))
+def _store(folder: str | Path | Storage) -> Storage:
+    return folder if isinstance(folder, Storage) else open_storage(folder)
+
+
+def _files(store: Storage) -> list[str]:
+    return [f for f in store.files() if f != SIGNATURE_FILE]
 
 
 def _mac(key: bytes, data: bytes) -> str:
     return hmac.new(key, data, hashlib.sha256).hexdigest()
 
 
-def _file_mac(key: bytes, path: Path) -> str:
+def _file_mac(key: bytes, store: Storage, rel: str) -> str:
     h = hmac.new(key, digestmod=hashlib.sha256)
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    for block in store.chunks(rel):
+        h.update(block)
     return h.hexdigest()
 
 
@@ -83,17 +87,25 @@ def _manifest_mac(key: bytes, files: dict[str, str]) -> str:
     return _mac(key, json.dumps({"version": _VERSION, "files": files}, sort_keys=True).encode())
 
 
-def sign_folder(folder: str | Path) -> Path:
-    """Write ``folder/flowtopo-sweep.sig`` over every file now in ``folder``. Returns its path."""
-    folder = Path(folder)
+def sign_folder(folder: str | Path | Storage) -> str:
+    """Write ``folder/flowtopo-sweep.sig`` over every file now in ``folder``.
+
+    ``folder`` is a local path, a storage URI (``s3://...``) or a `Storage`. Returns the
+    signature's path (or URI).
+    """
+    store = _store(folder)
     key = load_key(create=True)
-    files = {p.relative_to(folder).as_posix(): _file_mac(key, p) for p in _files(folder)}
-    out = folder / SIGNATURE_FILE
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"version": _VERSION, "files": files,
-                               "mac": _manifest_mac(key, files)}, indent=1))
-    tmp.replace(out)
-    return out
+    files = {rel: _file_mac(key, store, rel) for rel in _files(store)}
+    text = json.dumps({"version": _VERSION, "files": files, "mac": _manifest_mac(key, files)},
+                      indent=1)
+    if store.local:  # replaced atomically; an object store's PUT is atomic already
+        out = store.local_path() / SIGNATURE_FILE
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.replace(out)
+    else:
+        store.write_text(SIGNATURE_FILE, text)
+    return f"{store.uri}/{SIGNATURE_FILE}"
 
 
 def _writable_by_others(folder: Path) -> Path | None:
@@ -107,26 +119,31 @@ def _writable_by_others(folder: Path) -> Path | None:
     return None
 
 
-def verify_folder(folder: str | Path) -> None:
+def verify_folder(folder: str | Path | Storage) -> None:
     """Check ``folder`` is exactly as this user's flowtopo last signed it.
+
+    On local storage the folder's owners and modes are checked too; in a bucket, who may write
+    is the bucket's policy, and the signature is what protects the user.
 
     Raises:
         InputError: no signature, a bad signature, a file added/removed/changed, or something
-            in the folder owned by another user, writable by others, or a symbolic link.
+            in a local folder owned by another user, writable by others, or a symbolic link.
 
     """
-    folder = Path(folder)
-    sig = folder / SIGNATURE_FILE
-    if not sig.is_file():
-        raise InputError(f"{folder}: no {SIGNATURE_FILE}: refusing to unpickle an unsigned "
+    store = _store(folder)
+    where = store.uri
+    if not store.is_file(SIGNATURE_FILE):
+        raise InputError(f"{where}: no {SIGNATURE_FILE}: refusing to unpickle an unsigned "
                          "sweep state (it was not stopped by flowtopo, or not by this user)")
-    loose = _writable_by_others(folder)
-    if loose is not None:
-        raise InputError(f"{loose}: owned by another user, writable by others, or a link: "
-                         "refusing to resume from a folder others can change")
+    if store.local:
+        loose = _writable_by_others(store.local_path())
+        if loose is not None:
+            raise InputError(f"{loose}: owned by another user, writable by others, or a link: "
+                             "refusing to resume from a folder others can change")
     key = load_key()
+    sig = f"{where}/{SIGNATURE_FILE}"
     try:
-        manifest = json.loads(sig.read_text())
+        manifest = json.loads(store.read_text(SIGNATURE_FILE))
         files = {str(k): str(v) for k, v in manifest["files"].items()}
         mac = str(manifest["mac"])
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -134,11 +151,11 @@ def verify_folder(folder: str | Path) -> None:
     if not hmac.compare_digest(mac, _manifest_mac(key, files)):
         raise InputError(f"{sig}: the signature does not match this user's key: refusing to "
                          "resume")
-    now = {p.relative_to(folder).as_posix(): p for p in _files(folder)}
-    changed = sorted(set(now) ^ set(files))
-    changed += sorted(n for n in set(now) & set(files)
-                      if not hmac.compare_digest(files[n], _file_mac(key, now[n])))
+    now = set(_files(store))
+    changed = sorted(now ^ set(files))
+    changed += sorted(n for n in now & set(files)
+                      if not hmac.compare_digest(files[n], _file_mac(key, store, n)))
     if changed:
         more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
-        raise InputError(f"{folder}: changed since flowtopo signed it: "
+        raise InputError(f"{where}: changed since flowtopo signed it: "
                          f"{', '.join(changed[:3])}{more}: refusing to resume")

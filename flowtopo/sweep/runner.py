@@ -16,6 +16,7 @@ from typing import Any
 
 from flowtopo.runtime import init_ray
 from flowtopo.sweep.spec import OPTUNA_STORAGE_ENV, SweepSpec
+from flowtopo.sweep.storage import Storage, open_storage
 from flowtopo.sweep.trainable import RESERVED, USER_ERROR
 
 
@@ -157,7 +158,7 @@ def run_sweep(spec: SweepSpec, *, address: str | None = None, tracking_uri: str 
     num_samples = trial_budget(spec)
     uri = resolve_tracking_uri(tracking_uri or spec.mlflow.tracking_uri)
     exp_id = ensure_experiment(uri, spec.mlflow.experiment)  # on the driver, before trials
-    storage = str(Path(storage_path or Path.cwd() / "flowtopo-runs" / "ray").resolve())
+    storage = open_storage(storage_path or Path.cwd() / "flowtopo-runs" / "ray").uri
     sweep_id = f"{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     client = mlflow_client(uri)
     parent = client.create_run(exp_id, run_name=f"sweep {sweep_id}", tags={
@@ -187,9 +188,9 @@ def _search(spec: SweepSpec, client: Any, pid: str, uri: str, exp_id: str, stora
     runtime = {"tracking_uri": uri, "experiment_id": exp_id, "sweep_id": sweep_id,
                "parent_run_id": pid, "phase": "search"}
     spec_json = spec.model_dump(mode="json")
-    exp_dir = Path(storage) / sweep_id
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    (exp_dir / CONTEXT_FILE).write_text(json.dumps({
+    exp_dir = open_storage(storage).child(sweep_id)
+    exp_dir.mkdir()
+    exp_dir.write_text(CONTEXT_FILE, json.dumps({
         "spec": spec_json, "runtime": runtime, "storage": storage,
         "optuna_storage": shown_url(optuna_storage_url(spec, uri))}, indent=2))
     url = optuna_storage_url(spec, uri)
@@ -233,7 +234,7 @@ def rdb_storage(url: str) -> Any:
     return optuna.storages.RDBStorage(url)
 
 
-def _fit_and_sign(tuner: Any, exp_dir: Path) -> Any:
+def _fit_and_sign(tuner: Any, exp_dir: Storage) -> Any:
     """``tuner.fit()``, then sign the folder Ray left, however the fit ended.
 
     A resume checks that signature (`flowtopo.sweep.integrity`) before Ray unpickles anything.
@@ -272,18 +273,17 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
     from flowtopo.sweep.integrity import verify_folder
     from flowtopo.tracking import mlflow_client, run_lifecycle
 
-    p = Path(path).resolve()
-    ctx_file = p / CONTEXT_FILE
-    if not ctx_file.is_file():
-        raise InputError(f"{p}: not a flowtopo sweep folder (no {CONTEXT_FILE})")
+    p = open_storage(path)
+    if not p.is_file(CONTEXT_FILE):
+        raise InputError(f"{p.uri}: not a flowtopo sweep folder (no {CONTEXT_FILE})")
     verify_folder(p)  # before Ray unpickles tuner.pkl, the searcher state and params.pkl
-    ctx = json.loads(ctx_file.read_text())
+    ctx = json.loads(p.read_text(CONTEXT_FILE))
     spec = SweepSpec.model_validate(ctx["spec"])
     runtime = ctx["runtime"]
     if ctx.get("finished"):  # resuming a sweep that ended changes nothing
         done = ctx["finished"]
         return SweepResult(runtime["sweep_id"], spec.mlflow.experiment, runtime["tracking_uri"],
-                           str(p), runtime["parent_run_id"], done["trials"], done["failed"],
+                           p.uri, runtime["parent_run_id"], done["trials"], done["failed"],
                            already_finished=True)
     client = mlflow_client(runtime["tracking_uri"])
     with run_lifecycle(client, runtime["parent_run_id"], finish=False):  # FAILED on a failure
@@ -292,7 +292,7 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
         if ctx.get("phase") == "seeds":  # the search had ended (its summary is in the context)
             out = _finish(None, spec, runtime, ctx["storage"], callbacks, search=ctx["search"])
         else:  # the searcher, restored with Ray's state, goes on with the same Optuna study
-            tuner = tune.Tuner.restore(str(p), trainable=trainable_for(spec),
+            tuner = tune.Tuner.restore(p.uri, trainable=trainable_for(spec),
                                        resume_unfinished=True, resume_errored=False)
             out = _finish(_fit_and_sign(tuner, p), spec, runtime, ctx["storage"], callbacks)
     out.optuna_study, out.optuna_storage = runtime["sweep_id"], ctx.get("optuna_storage", "")
@@ -339,9 +339,9 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
     from flowtopo.tracking import mlflow_client
 
     sweep_id, pid = runtime["sweep_id"], runtime["parent_run_id"]
-    exp_dir = Path(storage) / sweep_id
+    exp_dir = open_storage(storage).child(sweep_id)
     client = mlflow_client(runtime["tracking_uri"])
-    out = SweepResult(sweep_id, spec.mlflow.experiment, runtime["tracking_uri"], str(exp_dir),
+    out = SweepResult(sweep_id, spec.mlflow.experiment, runtime["tracking_uri"], exp_dir.uri,
                       pid)
     resume_seeds = search is not None
     if search is None:  # the search phase has just stopped
@@ -363,12 +363,12 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
         out.failures, out.best = list(search["failures"]), dict(search["best"])
     best_per_family = search["families"]
     if spec.seeds > 1 and best_per_family:
-        seeds_dir = Path(storage) / f"{sweep_id}-seeds"
-        if resume_seeds and (seeds_dir / "tuner.pkl").is_file():
+        seeds_dir = open_storage(storage).child(f"{sweep_id}-seeds")
+        if resume_seeds and seeds_dir.is_file("tuner.pkl"):
             from flowtopo.sweep.integrity import verify_folder
 
             verify_folder(seeds_dir)  # before Ray unpickles anything in it
-            replica = tune.Tuner.restore(str(seeds_dir), trainable=_unpack_trainable(spec),
+            replica = tune.Tuner.restore(seeds_dir.uri, trainable=_unpack_trainable(spec),
                                          resume_unfinished=True, resume_errored=False)
         else:
             spec_json = spec.model_dump(mode="json")
@@ -380,7 +380,7 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
                 param_space={"cfg": tune.grid_search(configs)},
                 tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials),
                 run_config=tune.RunConfig(
-                    name=seeds_dir.name, storage_path=storage, verbose=0,
+                    name=f"{sweep_id}-seeds", storage_path=storage, verbose=0,
                     callbacks=list(callbacks or []),  # a copy: Ray appends its loggers to it
                     failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                     checkpoint_config=_checkpoint_config()))
@@ -437,20 +437,19 @@ def _best_result(results: Any, spec: SweepSpec, runtime: dict[str, Any],
             "mlflow_run_id": run_id}
 
 
-def _update_context(exp_dir: Path, **fields: Any) -> None:
+def _update_context(exp_dir: Storage, **fields: Any) -> None:
     """Set ``fields`` in the sweep's context file and sign the folder again."""
     import json
 
     from flowtopo.sweep.integrity import sign_folder
 
-    ctx_file = exp_dir / CONTEXT_FILE
-    ctx = json.loads(ctx_file.read_text())
+    ctx = json.loads(exp_dir.read_text(CONTEXT_FILE))
     ctx.update(fields)
-    ctx_file.write_text(json.dumps(ctx, indent=2, default=str))
+    exp_dir.write_text(CONTEXT_FILE, json.dumps(ctx, indent=2, default=str))
     sign_folder(exp_dir)
 
 
-def _mark_finished(exp_dir: Path, out: SweepResult) -> None:
+def _mark_finished(exp_dir: Storage, out: SweepResult) -> None:
     """Record in the sweep's context that it ended: a later resume does nothing."""
     _update_context(exp_dir, finished={"trials": out.trials, "failed": out.failed})
 
