@@ -30,13 +30,16 @@ def test_a_gpu_sweep_asks_ray_for_gpus_and_trains_its_trials_on_cuda(tmp_path, m
     assert gpu.resources.for_tune() == {"cpu": 4, "gpu": 0.5} and gpu.resources.device == "cuda"
     assert cpu.resources.for_tune()["gpu"] == 0 and cpu.resources.device == "cpu"
     # what Ray is asked for, per trial
-    asked = []
+    asked, bound = [], []
     monkeypatch.setattr(tune, "with_resources", lambda fn, res: asked.append(res) or fn)
-    trainable_for(gpu)
+    monkeypatch.setattr(tune, "with_parameters", lambda fn, **kw: bound.append(kw) or fn)
+    trainable_for(gpu, {"phase": "search"})
     assert asked == [{"cpu": 4, "gpu": 0.5}]
+    # the spec and runtime are bound to the trainable, not put in each trial's config
+    assert bound == [{"sweep": gpu.model_dump(mode="json"), "runtime": {"phase": "search"}}]
     # what each trial is told to train on (params as Optuna hands them to the trainable)
     trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0)).ask()
-    define_space(trial, gpu.model_dump(mode="json"), {})
+    define_space(trial, gpu.model_dump(mode="json"))
     ts = resolve(trial.params, gpu, 0, str(tmp_path / "ckpt"), gpu.resources.device)
     assert ts.train.device == "cuda" and ts.model.prior.name in gpu.search.priors
 
@@ -207,6 +210,8 @@ def runs_of(uri, experiment):
 
 @pytest.mark.integration
 def test_a_real_sweep_records_every_trial_in_mlflow(tmp_path, ray_local):
+    import json
+
     from flowtopo.checkpoint import load_checkpoint
     from flowtopo.sweep.runner import run_sweep
 
@@ -232,6 +237,21 @@ def test_a_real_sweep_records_every_trial_in_mlflow(tmp_path, ray_local):
         assert load_checkpoint(local).model.k == 2
         assert r.data.params["optuna.prior"] == r.data.tags["family"]
     assert res.trials == 4 + len(seeds) and res.failed == 0
+    # trial folders and runs are named by family and seed; configs hold only what was searched
+    folders = [d for d in (tmp_path / "ray" / res.sweep_id).iterdir() if d.is_dir()]
+    assert len(folders) == 4
+    for d in folders:
+        config = json.loads((d / "params.json").read_text())
+        assert d.name.startswith(f"{config['prior']}-s0-")
+        assert set(config) <= {"prior", "lr", "batch_size", "seed"} | {
+            k for k in config if k.startswith(config["prior"] + ".")}
+        assert (d / "result.json").stat().st_size < 40_000  # 3 epochs, no spec in each line
+    for r in search:
+        assert r.info.run_name.startswith(f"{r.data.tags['family']}-s0-")
+        assert not {"out", "mlflow"} & set(r.data.params)
+        assert {"flowtopo.version", "flowtopo.git_commit"} <= set(r.data.tags)
+    for r in seeds:
+        assert r.info.run_name.startswith(f"{r.data.tags['family']}-s1-")
     # the Optuna study persists beside the MLflow store, named after the sweep
     import optuna
 
@@ -251,8 +271,6 @@ def test_a_real_sweep_records_every_trial_in_mlflow(tmp_path, ray_local):
     assert token.stat().st_mode & 0o777 == 0o600
 
     # priors best: the table/JSON agree with the recorded runs
-    import json
-
     from flowtopo.pipeline.best import best_priors
 
     rows = best_priors("t1", tracking_uri=uri, top=10)
@@ -751,7 +769,7 @@ def test_training_weights_and_the_noise_scale_can_be_searched(tmp_path):
     seen = set()
     for _ in range(12):
         trial = study.ask()
-        define_space(trial, spec.model_dump(mode="json"), {})
+        define_space(trial, spec.model_dump(mode="json"))
         ts = resolve(trial.params, spec, 0, str(tmp_path), "cpu")
         assert ts.train.reg_weight == trial.params["train.reg_weight"]
         assert 0.1 <= ts.train.reg_weight <= 2.0 and 1e-4 <= ts.train.disc_lr <= 1e-3

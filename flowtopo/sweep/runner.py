@@ -126,13 +126,25 @@ def shown_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def trainable_for(spec: SweepSpec) -> Any:
-    """``train_trial`` with the YAML's resources per trial."""
+def trainable_for(spec: SweepSpec, runtime: dict[str, Any]) -> Any:
+    """``train_trial`` with the sweep and ``runtime`` bound, and the YAML's resources per trial.
+
+    The fixed values travel by ``tune.with_parameters`` (Ray's object store), not in the
+    trial's config: the config holds only what Optuna suggested, and the seed.
+    """
     from ray import tune
 
     from flowtopo.sweep.trainable import train_trial
 
-    return tune.with_resources(train_trial, spec.resources.for_tune())
+    bound = tune.with_parameters(train_trial, sweep=spec.model_dump(mode="json"),
+                                 runtime=runtime)
+    return tune.with_resources(bound, spec.resources.for_tune())
+
+
+def trial_name(trial: Any) -> str:
+    """A trial's folder and display name: its family, its seed and Ray's trial id."""
+    config = trial.config.get("cfg", trial.config)  # the seeds phase nests the config
+    return f"{config.get('prior', 'trial')}-s{config.get('seed', 0)}-{trial.trial_id}"
 
 
 CONTEXT_FILE = "flowtopo-sweep.json"
@@ -196,8 +208,7 @@ def _search(spec: SweepSpec, client: Any, pid: str, uri: str, exp_id: str, stora
     url = optuna_storage_url(spec, uri)
     client.set_tag(pid, "optuna_study", sweep_id)
     client.set_tag(pid, "optuna_storage", shown_url(url))
-    searcher = OptunaSearch(space=functools.partial(define_space, spec=spec_json,
-                                                    runtime=runtime),
+    searcher = OptunaSearch(space=functools.partial(define_space, spec=spec_json),
                             metric=spec.metric, mode=spec.mode, sampler=make_sampler(spec),
                             study_name=sweep_id, seed=spec.seed, storage=rdb_storage(url))
     scheduler = None
@@ -209,10 +220,12 @@ def _search(spec: SweepSpec, client: Any, pid: str, uri: str, exp_id: str, stora
                                   time_attr="training_iteration", max_t=epochs + 1,
                                   grace_period=max(1, epochs // 5))
     tuner = tune.Tuner(
-        trainable_for(spec),
+        trainable_for(spec, runtime),
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                     num_samples=num_samples,
-                                    max_concurrent_trials=spec.max_concurrent_trials),
+                                    max_concurrent_trials=spec.max_concurrent_trials,
+                                    trial_name_creator=trial_name,
+                                    trial_dirname_creator=trial_name),
         run_config=tune.RunConfig(
             # a copy of the callbacks: Ray appends its loggers (holding this phase's trials)
             name=sweep_id, storage_path=storage, verbose=0, callbacks=list(callbacks or []),
@@ -292,7 +305,7 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
         if ctx.get("phase") == "seeds":  # the search had ended (its summary is in the context)
             out = _finish(None, spec, runtime, ctx["storage"], callbacks, search=ctx["search"])
         else:  # the searcher, restored with Ray's state, goes on with the same Optuna study
-            tuner = tune.Tuner.restore(p.uri, trainable=trainable_for(spec),
+            tuner = tune.Tuner.restore(p.uri, trainable=trainable_for(spec, runtime),
                                        resume_unfinished=True, resume_errored=False)
             out = _finish(_fit_and_sign(tuner, p), spec, runtime, ctx["storage"], callbacks)
     out.optuna_study, out.optuna_storage = runtime["sweep_id"], ctx.get("optuna_storage", "")
@@ -364,21 +377,23 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
     best_per_family = search["families"]
     if spec.seeds > 1 and best_per_family:
         seeds_dir = open_storage(storage).child(f"{sweep_id}-seeds")
+        seeds_runtime = {**runtime, "phase": "seeds"}
         if resume_seeds and seeds_dir.is_file("tuner.pkl"):
             from flowtopo.sweep.integrity import verify_folder
 
             verify_folder(seeds_dir)  # before Ray unpickles anything in it
-            replica = tune.Tuner.restore(seeds_dir.uri, trainable=_unpack_trainable(spec),
+            replica = tune.Tuner.restore(seeds_dir.uri,
+                                         trainable=_unpack_trainable(spec, seeds_runtime),
                                          resume_unfinished=True, resume_errored=False)
         else:
-            spec_json = spec.model_dump(mode="json")
-            configs = [{**params, "sweep": spec_json, "runtime": {**runtime, "phase": "seeds"},
-                        "seed": s} for params in best_per_family.values()
+            configs = [{**params, "seed": s} for params in best_per_family.values()
                        for s in range(1, spec.seeds)]
             replica = tune.Tuner(
-                _unpack_trainable(spec),
+                _unpack_trainable(spec, seeds_runtime),
                 param_space={"cfg": tune.grid_search(configs)},
-                tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials),
+                tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials,
+                                            trial_name_creator=trial_name,
+                                            trial_dirname_creator=trial_name),
                 run_config=tune.RunConfig(
                     name=f"{sweep_id}-seeds", storage_path=storage, verbose=0,
                     callbacks=list(callbacks or []),  # a copy: Ray appends its loggers to it
@@ -480,15 +495,18 @@ def _best_per_family(results: Any, spec: SweepSpec) -> dict[str, dict[str, Any]]
     return {f: p for f, (_, p) in best.items()}
 
 
-def _unpack_trainable(spec: SweepSpec) -> Any:
-    """Phase-2 trainable: the grid value ``cfg`` is a full trial config."""
+def _unpack_trainable(spec: SweepSpec, runtime: dict[str, Any]) -> Any:
+    """Phase-2 trainable: the grid value ``cfg`` is a trial config (parameters and seed)."""
     from ray import tune
 
-    return tune.with_resources(unpack_and_train, spec.resources.for_tune())
+    bound = tune.with_parameters(unpack_and_train, sweep=spec.model_dump(mode="json"),
+                                 runtime=runtime)
+    return tune.with_resources(bound, spec.resources.for_tune())
 
 
-def unpack_and_train(config: dict[str, Any]) -> None:
-    """Train the full configuration held in ``config["cfg"]`` (module level: picklable)."""
+def unpack_and_train(config: dict[str, Any], sweep: dict[str, Any],
+                     runtime: dict[str, Any]) -> None:
+    """Train the configuration held in ``config["cfg"]`` (module level: picklable)."""
     from flowtopo.sweep.trainable import train_trial
 
-    train_trial(config["cfg"])
+    train_trial(config["cfg"], sweep, runtime)

@@ -31,14 +31,16 @@ def _suggest(trial: Any, spec: SweepSpec) -> dict[str, Any]:
             "train": train, "model": model}
 
 
-def define_space(trial: Any, spec: dict[str, Any], runtime: dict[str, Any]) -> dict[str, Any]:
+def define_space(trial: Any, spec: dict[str, Any]) -> dict[str, Any]:
     """Optuna define-by-run space: family, then its parameters, lr, batch size, flow choices.
 
-    Returns the constants passed to every trial: the sweep spec, where to record (runtime)
-    and the seed of the search phase (0).
+    Returns the one constant a search trial's config holds beside what Optuna suggested: the
+    seed of the search phase (0). The sweep spec and where to record reach the trainable
+    through ``tune.with_parameters`` (`flowtopo.sweep.runner.trainable_for`), never the
+    config: trial folders, result.json and MLflow params hold only what was searched.
     """
     _suggest(trial, SweepSpec.model_validate(spec))
-    return {"sweep": spec, "runtime": runtime, "seed": 0}
+    return {"seed": 0}
 
 
 def resolve(params: dict[str, Any], spec: SweepSpec, seed: int, out: str,

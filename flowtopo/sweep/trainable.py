@@ -10,14 +10,21 @@ import os
 import tempfile
 from typing import Any
 
-RESERVED = ("sweep", "runtime", "seed")
+RESERVED = ("seed",)  # in a trial's config beside what Optuna suggested
 USER_ERROR = "user_error"  # the key of the one result a trial reports when its input was bad
 STATE_FILE = "train_state.pt"  # a mid-training checkpoint: `flowtopo.train.TrainState`
 RUN_FILE = "mlflow_run.json"  # beside it: the MLflow run the retried trial goes on logging to
 
 
-def train_trial(config: dict[str, Any]) -> None:
-    """The trainable: ``config`` holds Optuna's parameters, ``sweep``, ``runtime``, ``seed``."""
+def train_trial(config: dict[str, Any], sweep: dict[str, Any], runtime: dict[str, Any]) -> None:
+    """The trainable (``sweep`` and ``runtime`` bound by ``tune.with_parameters``).
+
+    Args:
+        config: Optuna's parameters and ``seed``.
+        sweep: the `SweepSpec` as JSON.
+        runtime: where to record: tracking URI, experiment id, sweep id, parent run, phase.
+
+    """
     from ray import tune
 
     from flowtopo.checkpoint import save_checkpoint
@@ -29,8 +36,8 @@ def train_trial(config: dict[str, Any]) -> None:
     from flowtopo.train import train
     from flowtopo.train_run import build_model, summary_metrics
 
-    spec = SweepSpec.model_validate(config["sweep"])
-    rt = config["runtime"]
+    spec = SweepSpec.model_validate(sweep)
+    rt = runtime
     seed = int(config.get("seed", 0))
     params = {k: v for k, v in config.items() if k not in RESERVED}
     trial_dir = tune.get_context().get_trial_dir() or os.getcwd()
@@ -40,7 +47,8 @@ def train_trial(config: dict[str, Any]) -> None:
     resume, run_id = _resume_point(tune.get_checkpoint())
     if run_id is None:
         _close_lost_runs(client, rt, trial_id, seed)
-        run = client.create_run(rt["experiment_id"], run_name=f"{trial_id}-s{seed}", tags={
+        run_name = f"{config.get('prior', 'trial')}-s{seed}-{trial_id}"
+        run = client.create_run(rt["experiment_id"], run_name=run_name, tags={
             "mlflow.parentRunId": rt["parent_run_id"], "flowtopo.kind": "trial",
             "sweep_id": rt["sweep_id"], "trial_id": trial_id, "seed": str(seed),
             "dataset": spec.dataset.name, "phase": rt.get("phase", "search"),
