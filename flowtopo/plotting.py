@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -43,9 +44,17 @@ def project_2d(x: np.ndarray) -> tuple[np.ndarray, str]:
 
 
 def scatter(ax: Axes, x: np.ndarray, labels: np.ndarray | None = None, title: str = "") -> None:
-    """Scatter ``x`` (n, D) projected to 2-D, coloured by integer ``labels``."""
+    """Scatter ``x`` (n, D) projected to 2-D, coloured by integer ``labels``, with a legend."""
     p, how = project_2d(x)
-    ax.scatter(p[:, 0], p[:, 1], s=3, c=labels if labels is not None else "k", cmap="tab10",
-               alpha=0.6, linewidths=0)
+    if labels is None:
+        ax.scatter(p[:, 0], p[:, 1], s=3, c="k", alpha=0.6, linewidths=0, label="points")
+    else:
+        labels = np.asarray(labels)
+        cmap = matplotlib.colormaps["tab10"]
+        for i, c in enumerate(np.unique(labels)):
+            m = labels == c
+            ax.scatter(p[m, 0], p[m, 1], s=3, color=cmap(i % 10), alpha=0.6, linewidths=0,
+                       label=f"label {c}")
+    ax.legend(fontsize=6, loc="best", markerscale=2.0)
     ax.set_title(f"{title} ({how})" if title else how, fontsize=9)
     ax.set_aspect("equal", adjustable="datalim")

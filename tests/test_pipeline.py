@@ -254,9 +254,13 @@ def test_report_references_only_existing_pictures(report):
     assert len(srcs) >= 11
     for src in srcs:
         assert not src.startswith(("/", "http")) and (report.parent / src).is_file(), src
-    for table in ("families", "scores"):
+    for table in ("families", "scores", "winning"):
         assert f'id="{table}"' in html
     assert "oracle R²" in html and "decoded exemplars" in html
+    # each family's winning hyper-parameters, as Optuna chose them for its best run
+    winning = html[html.index('id="winning"'):html.index("</table>", html.index('id="winning"'))]
+    assert winning.count("<code>") == 2  # gmm and gaussian: one best run each
+    assert winning.count("batch_size = 256") == 2  # the searched values (lr is fixed here)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -67,14 +67,24 @@ def plot_match(res: AlignResult, z_source: np.ndarray, z_target: np.ndarray,
                     ax.scatter([c[0]], [c[1]], s=60, marker="*", c=colours[node.id],
                                edgecolors="k", linewidths=0.5)
                     ax.annotate(str(node.id), c, fontsize=8, weight="bold")
+            partner = dict(res.node_pairs) if key == "source_tree" else {
+                t: s for s, t in res.node_pairs}
+            for nid, colour in list(colours.items())[:12]:  # the legend: who is matched to whom
+                other = partner.get(nid, "?")
+                pair = f"{nid} -> {other}" if key == "source_tree" else f"{other} -> {nid}"
+                ax.scatter([], [], s=40, marker="*", c=colour, edgecolors="k",
+                           linewidths=0.5, label=f"matched {pair}")
+            ax.scatter([], [], s=12, c="#bbbbbb", label="unmatched")
+            ax.legend(fontsize=6, loc="best")
         ax.set_title(f"{title} ({how})", fontsize=9)
         ax.set_aspect("equal", adjustable="datalim")
     moved = res.transform(test_source)
     proj, how = project_2d(np.vstack([test_target, moved]))
     axes[2].scatter(proj[: len(test_target), 0], proj[: len(test_target), 1], s=3,
-                    c="#888888", linewidths=0, alpha=0.5)
+                    c="#888888", linewidths=0, alpha=0.5, label="target test")
     axes[2].scatter(proj[len(test_target):, 0], proj[len(test_target):, 1], s=3, c="#d62728",
-                    linewidths=0, alpha=0.5)
+                    linewidths=0, alpha=0.5, label="translated source")
+    axes[2].legend(fontsize=6, loc="best", markerscale=2.0)
     axes[2].set_title(f"target test (grey), translated source (red), {how}", fontsize=9)
     fig.suptitle("matched tree nodes share a colour (stars: node centroids)", fontsize=10)
     del labels  # the colours above already tell the clusters; labels are scored, not drawn

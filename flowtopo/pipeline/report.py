@@ -43,8 +43,17 @@ the latents are indistinguishable from the prior).</p>
 <td>{{ r.seed }}</td><td class="l"><code>{{ r.run_id }}</code></td></tr>
 {% endfor %}</table>
 <img src="{{ img.families }}" alt="family comparison">
+<h3>Winning hyper-parameters</h3>
+<table id="winning"><tr><th class="l">family</th><th class="l">hyper-parameters of its best
+run</th><th class="l">run</th></tr>
+{% for w in winners %}<tr><td class="l">{{ w.family }}</td><td class="l">
+{%- for k, v in w.params.items() %}{{ k }} = {{ v }}{{ "; " if not loop.last }}{% endfor %}</td>
+<td class="l"><code>{{ w.run_id }}</code></td></tr>
+{% endfor %}</table>
 
 <h2>Training curves</h2>
+<p class="note">Train (solid) and validation (dashed) per run, coloured by family; dots mark
+each run's best epoch; dotted lines are the references (log 2, 0.5).</p>
 <img src="{{ img.curves }}" alt="loss curves">
 
 <h2>Pairwise matching</h2>
@@ -81,7 +90,8 @@ a right map">fit KL</th><th class="l">note</th></tr>
 <h2>Models and their density trees</h2>
 {% for m in models %}<h3>{{ m.name }}</h3>
 <p class="note">run <code>{{ m.run_id }}</code>: {{ m.leaves }} modes, tree built on
-{{ m.n }} held-out latents with the model's exact prior density.</p>
+{{ m.n }} held-out latents with the model's exact prior density.
+{%- if m.labels %} A mode's colour is its main label's, the same in every model.{% endif %}</p>
 <img src="{{ m.tree }}" alt="latent space and tree of {{ m.name }}">
 {% if m.labels %}<img src="{{ m.labels }}" alt="label composition of {{ m.name }}">
 <table><tr><th class="l">node</th><th>mass</th><th class="l">main labels</th></tr>
@@ -111,7 +121,7 @@ def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None =
     import jinja2
 
     from flowtopo.pipeline.best import best_priors
-    from flowtopo.pipeline.report_plots import plot_families, plot_loss_curves
+    from flowtopo.pipeline.report_plots import CURVE_METRICS, plot_families, plot_loss_curves
     from flowtopo.tracking import find_experiment, mlflow_client, resolve_tracking_uri
 
     out = Path(out)
@@ -129,11 +139,12 @@ def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None =
         img.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"--out {out}: cannot create it ({err.strerror})") from None
-    histories = [{"family": r.data.tags.get("family", "?"), "metrics": {
+    histories = [{"family": r.data.tags.get("family", "?"),
+                  "best_epoch": r.data.metrics.get("best_epoch"), "metrics": {
         m: [(h.step, h.value) for h in client.get_metric_history(r.info.run_id, m)]
-        for m in ("val_adv_loss", "val_disc_loss", "val_nll", "val_c2st")}}
-        for r in trials[:max_curves]]
+        for m in CURVE_METRICS}} for r in trials[:max_curves]]
     families = best_priors(experiment, tracking_uri=uri, top=3)
+    winners = _winning_parameters(client, families)
     all_rows = best_priors(experiment, tracking_uri=uri, top=10_000)
     pictures: dict[str, str | None] = {
         "curves": _rel(plot_loss_curves(histories, img / "loss-curves.png"), out),
@@ -149,10 +160,24 @@ def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None =
     methods = list(match["mean_r2"]) if match else []
     html = jinja2.Environment(autoescape=True).from_string(TEMPLATE).render(
         experiment=experiment, tracking_uri=uri, n_trials=len(trials), families=families,
+        winners=winners,
         img=pictures, match=match, methods=methods, models=models, fmt=_fmt)
     page = out / "index.html"
     page.write_text(html)
     return page
+
+
+def _winning_parameters(client: Any, families: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each family's best run (rank 1) and the hyper-parameters Optuna chose for it."""
+    out = []
+    for row in families:
+        if row.get("rank") != 1:
+            continue
+        params = client.get_run(row["run_id"]).data.params
+        chosen = {k.removeprefix("optuna."): v for k, v in sorted(params.items())
+                  if k.startswith("optuna.") and k != "optuna.prior"}
+        out.append({"family": row["group"], "run_id": row["run_id"], "params": chosen})
+    return out
 
 
 def _rel(path: Path, root: Path) -> str:
@@ -226,7 +251,7 @@ def _model_section(client: Any, uri: str, run_id: str, img: Path, out: Path) -> 
     from flowtopo.pipeline.report_plots import plot_exemplars, plot_node_labels
     from flowtopo.runtime import checkpoint_from_files, fetch_checkpoint
     from flowtopo.topology import density_tree
-    from flowtopo.topology.plot import plot_tree
+    from flowtopo.topology.plot import label_colours, plot_tree
 
     run = client.get_run(run_id)
     name = f"{run.data.tags.get('family', '?')}-s{run.data.tags.get('seed', '?')}-{run_id[:6]}"
@@ -238,10 +263,12 @@ def _model_section(client: Any, uri: str, run_id: str, img: Path, out: Path) -> 
     ds = load_dataset(spec["name"], **spec.get("options", {}))
     z = model.latents(ds.x_test)
     tree = density_tree(z, model.prior.numpy_log_prob)
+    colours = None if ds.y_test is None else label_colours(tree, np.asarray(ds.y_test))
     section: dict[str, Any] = {
         "name": name, "run_id": run_id, "n": len(z), "leaves": len(tree.leaves()),
         "tree": _rel(plot_tree(tree, z, img / f"tree-{run_id[:8]}.png",
-                               model.prior.numpy_log_prob), out), "labels": None}
+                               model.prior.numpy_log_prob, colours=colours), out),
+        "labels": None}
     if ds.y_test is not None:
         y = np.asarray(ds.y_test)
         section["labels"] = _rel(plot_node_labels(tree, y, img / f"labels-{run_id[:8]}.png"), out)

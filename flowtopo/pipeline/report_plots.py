@@ -1,4 +1,4 @@
-"""The report's pictures: loss curves, family comparison, what each tree node means."""
+"""The report's pictures: training curves, family comparison, what each tree node means."""
 
 from __future__ import annotations
 
@@ -11,46 +11,105 @@ import numpy as np
 from flowtopo.plotting import new_figure, save
 from flowtopo.topology.plot import COLOURS
 
-CURVES = ("val_adv_loss", "val_disc_loss", "val_nll", "val_c2st")
+PANELS: tuple[tuple[str, str | None, str, float | None, str], ...] = (
+    # (title, training metric, validation metric, reference line, what the line means)
+    ("adversarial loss -log D(z)", "adv_g_loss", "val_adv_loss", math.log(2),
+     "log 2: the discriminator cannot tell"),
+    ("discriminator loss (BCE)", "adv_d_loss", "val_disc_loss", math.log(2),
+     "log 2: chance"),
+    ("NLL (nats/dim)", None, "val_nll", None, ""),
+    ("reconstruction MSE", "train_recon", "val_recon", None, ""),
+    ("two-sample accuracy", None, "val_c2st", 0.5, "0.5: indistinguishable from the prior"),
+)
+"""Panels of the training curves; `CURVE_METRICS` lists the metrics they read."""
+CURVE_METRICS = tuple(dict.fromkeys(m for _, tr, va, _, _ in PANELS for m in (tr, va) if m))
+DECADES = 2.0
+"""A panel whose positive values span at least this many decades gets a log axis."""
+
+
+def _log_if_decades(ax: Any, values: list[float]) -> None:
+    v = np.asarray([x for x in values if np.isfinite(x)])
+    if len(v) and (v > 0).all() and np.log10(v.max() / v.min()) >= DECADES:
+        ax.set_yscale("log")
+
+
+def loss_curves_figure(histories: list[dict[str, Any]]) -> Any:
+    """The training curves: train (solid) and validation (dashed) per run, coloured by family.
+
+    Each panel has its reference line where one exists (log 2 for the adversarial and
+    discriminator losses, 0.5 for the two-sample accuracy), a dot at each run's best epoch
+    on its validation curve, a log axis when its values span `DECADES` decades, and a legend.
+
+    Args:
+        histories: one dict per run: ``family``, ``metrics`` (name -> [(step, value)]) and
+            optionally ``best_epoch``.
+
+    Returns:
+        The matplotlib Figure.
+
+    """
+    from matplotlib.lines import Line2D
+
+    fig, axes = new_figure(len(PANELS), 3.6)
+    families = sorted({h["family"] for h in histories})
+    colour = {f: COLOURS[i % len(COLOURS)] for i, f in enumerate(families)}
+    for ax, (title, train, val, ref, ref_label) in zip(axes, PANELS, strict=True):
+        seen: list[float] = []
+        for h in histories:
+            c = colour[h["family"]]
+            for name, style in ((train, "-"), (val, "--")):
+                pts = h["metrics"].get(name, []) if name else []
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), style, color=c, lw=1, alpha=0.8)
+                    seen += [v for _, v in pts]
+            best = h.get("best_epoch")
+            at = [v for step, v in h["metrics"].get(val, []) if step == best]
+            if at:
+                ax.plot([best], at[:1], "o", color=c, ms=4, mec="k", mew=0.5)
+        handles = [Line2D([], [], color=colour[f], label=f) for f in families]
+        handles += [Line2D([], [], color="k", ls="-", label="train")] if train else []
+        handles += [Line2D([], [], color="k", ls="--", label="validation"),
+                    Line2D([], [], color="w", marker="o", mfc="#888888", mec="k",
+                           label="best epoch")]
+        if ref is not None:
+            ax.axhline(ref, color="#444444", lw=0.8, ls=":")
+            handles.append(Line2D([], [], color="#444444", ls=":", label=ref_label))
+        _log_if_decades(ax, seen)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("epoch")
+        ax.legend(handles=handles, fontsize=6, loc="best")
+    return fig
 
 
 def plot_loss_curves(histories: list[dict[str, Any]], path: Path) -> Path:
-    """Per-epoch validation curves of every trial, one colour per prior family.
+    """Write `loss_curves_figure` as a PNG to ``path``."""
+    return save(loss_curves_figure(histories), path)
 
-    Args:
-        histories: one dict per run: ``family`` and ``metrics`` (name -> [(step, value)]).
-        path: the PNG to write.
 
-    """
-    fig, axes = new_figure(len(CURVES), 3.6)
-    families = sorted({h["family"] for h in histories})
-    colour = {f: COLOURS[i % len(COLOURS)] for i, f in enumerate(families)}
-    for ax, name in zip(axes, CURVES, strict=True):
-        for h in histories:
-            pts = h["metrics"].get(name, [])
-            if pts:
-                ax.plot(*zip(*pts, strict=True), color=colour[h["family"]], lw=1, alpha=0.8)
-        ax.set_title(name, fontsize=9)
-        ax.set_xlabel("epoch")
-    for f in families:
-        axes[0].plot([], [], color=colour[f], label=f)
-    if families:
-        axes[0].legend(fontsize=7)
-    return save(fig, path)
+def families_figure(rows: list[dict[str, Any]]) -> Any:
+    """Each finished run's held-out fit, by family (one dot per run; lower is better)."""
+    metrics = (("best_adv_loss", math.log(2), "log 2"), ("best_nll", None, ""),
+               ("best_c2st", 0.5, "0.5: chance"))
+    fig, axes = new_figure(len(metrics), 3.6)
+    families = list(dict.fromkeys(r["group"] for r in rows))
+    for ax, (m, ref, ref_label) in zip(axes, metrics, strict=True):
+        seen: list[float] = []
+        for i, f in enumerate(families):
+            vals = [r[m] for r in rows if r["group"] == f and r.get(m) is not None]
+            ax.scatter([i] * len(vals), vals, s=14, color=COLOURS[i % len(COLOURS)], label=f)
+            seen += vals
+        if ref is not None:
+            ax.axhline(ref, color="#444444", lw=0.8, ls=":", label=ref_label)
+        _log_if_decades(ax, seen)
+        ax.set_xticks(range(len(families)), families, rotation=30, ha="right", fontsize=7)
+        ax.set_title(m, fontsize=9)
+        ax.legend(fontsize=6, loc="best")
+    return fig
 
 
 def plot_families(rows: list[dict[str, Any]], path: Path) -> Path:
-    """Each finished run's held-out fit, by family (one dot per run; lower is better)."""
-    metrics = ("best_adv_loss", "best_nll", "best_c2st")
-    fig, axes = new_figure(len(metrics), 3.6)
-    families = list(dict.fromkeys(r["group"] for r in rows))
-    for ax, m in zip(axes, metrics, strict=True):
-        for i, f in enumerate(families):
-            vals = [r[m] for r in rows if r["group"] == f and r.get(m) is not None]
-            ax.scatter([i] * len(vals), vals, s=14, color=COLOURS[i % len(COLOURS)])
-        ax.set_xticks(range(len(families)), families, rotation=30, ha="right", fontsize=7)
-        ax.set_title(m, fontsize=9)
-    return save(fig, path)
+    """Write `families_figure` as a PNG to ``path``."""
+    return save(families_figure(rows), path)
 
 
 def plot_node_labels(tree: Any, labels: np.ndarray, path: Path) -> Path:

@@ -15,9 +15,33 @@ COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#7f7f7f", "#bcbd22", "#17becf"]
 
 
+LEGEND_MAX = 12
+"""Legend entries drawn at most (the largest modes first)."""
+
+
 def leaf_colours(tree: DensityTree) -> dict[int, str]:
     """A colour per leaf id (by decreasing mass)."""
     return {leaf.id: COLOURS[i % len(COLOURS)] for i, leaf in enumerate(tree.leaves())}
+
+
+def label_colours(tree: DensityTree, labels: np.ndarray) -> dict[int, str]:
+    """A colour per leaf: its members' most common label's (``COLOURS`` in sorted-label order).
+
+    Two trees over the same labelled inputs get the same colour for modes of the same class,
+    whichever model they come from; the node-label bars use the same order.
+
+    Args:
+        tree: a density tree over n points.
+        labels: (n,) integer labels of those points.
+
+    """
+    classes = list(np.unique(labels))
+    out = {}
+    for leaf in tree.leaves():
+        values, counts = np.unique(labels[leaf.members], return_counts=True)
+        if len(values):
+            out[leaf.id] = COLOURS[classes.index(values[counts.argmax()]) % len(COLOURS)]
+    return out
 
 
 def draw_points(ax: Axes, tree: DensityTree, points: np.ndarray,
@@ -39,6 +63,11 @@ def draw_points(ax: Axes, tree: DensityTree, points: np.ndarray,
                    colors="k", linewidths=0.5, alpha=0.6)
     for leaf, c in zip(leaves, centres, strict=True):
         ax.annotate(str(leaf.id), c, fontsize=8, weight="bold")
+    for leaf in leaves[:LEGEND_MAX]:  # a legend entry per mode (its colour, id and mass)
+        ax.scatter([], [], s=12, c=colours.get(leaf.id, "#999999"),
+                   label=f"mode {leaf.id} ({leaf.mass:.2f})")
+    if leaves:
+        ax.legend(fontsize=6, loc="best", markerscale=1.0)
     ax.set_title(title or f"basins by mode ({how})", fontsize=9)
     ax.set_aspect("equal", adjustable="datalim")
 
@@ -87,10 +116,15 @@ def draw_diagram(ax: Axes, tree: DensityTree) -> None:
 
 
 def plot_tree(tree: DensityTree, points: np.ndarray, path: str | Path,
-              log_density: Callable[[np.ndarray], np.ndarray] | None = None) -> Path:
-    """Write the three panels as a PNG and return its path."""
+              log_density: Callable[[np.ndarray], np.ndarray] | None = None,
+              colours: dict[int, str] | None = None) -> Path:
+    """Write the three panels as a PNG and return its path.
+
+    ``colours`` (leaf id -> colour) defaults to `leaf_colours`; `label_colours` gives every
+    model's trees the same colour for the same main label.
+    """
     fig, axes = new_figure(3, 4.2)
-    colours = leaf_colours(tree)
+    colours = colours or leaf_colours(tree)
     draw_points(axes[0], tree, points, log_density, colours)
     draw_dendrogram(axes[1], tree, colours)
     draw_diagram(axes[2], tree)

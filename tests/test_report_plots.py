@@ -1,0 +1,100 @@
+"""The report's pictures say what a researcher reads them for (issue 16, item 8)."""
+
+import math
+
+import numpy as np
+import pytest
+
+from flowtopo.pipeline.report_plots import PANELS, families_figure, loss_curves_figure
+
+
+def histories():
+    steps = range(1, 21)
+    out = []
+    for fam, scale in (("gmm", 1.0), ("gaussian", 2.0)):
+        out.append({"family": fam, "best_epoch": 12, "metrics": {
+            "adv_g_loss": [(e, scale * 0.8 + 1 / e) for e in steps],
+            "val_adv_loss": [(e, scale * 0.8 + 1.2 / e) for e in steps],
+            "adv_d_loss": [(e, 0.6) for e in steps],
+            "val_disc_loss": [(e, 0.62) for e in steps],
+            "val_nll": [(e, 3.0 - 0.05 * e) for e in steps],
+            "train_recon": [(e, 10.0 ** (1 - 0.2 * e)) for e in steps],  # 10 -> 1e-3
+            "val_recon": [(e, 1.1 * 10.0 ** (1 - 0.2 * e)) for e in steps],
+            "val_c2st": [(e, 0.9 - 0.015 * e) for e in steps]}})
+    return out
+
+
+def panel(fig, title):
+    return next(ax for ax in fig.axes if ax.get_title() == title)
+
+
+def test_training_curves_show_train_and_validation_references_best_epochs_and_log_axes():
+    fig = loss_curves_figure(histories())
+    assert [ax.get_title() for ax in fig.axes] == [p[0] for p in PANELS]
+    adv = panel(fig, "adversarial loss -log D(z)")
+    styles = {line.get_linestyle() for line in adv.lines if len(line.get_xdata()) > 1}
+    assert {"-", "--"} <= styles  # train solid, validation dashed
+    refs = [line for line in adv.lines if set(np.atleast_1d(line.get_ydata())) == {math.log(2)}]
+    assert refs, "no reference line at log 2"
+    c2st = panel(fig, "two-sample accuracy")
+    assert any(set(np.atleast_1d(line.get_ydata())) == {0.5} for line in c2st.lines)
+    # one best-epoch dot per run on the validation curve, at epoch 12
+    dots = [line for line in adv.lines if line.get_marker() == "o" and len(line.get_xdata())]
+    assert len(dots) == 2 and all(list(d.get_xdata()) == [12] for d in dots)
+    # recon spans four decades: log axis; the NLL does not
+    assert panel(fig, "reconstruction MSE").get_yscale() == "log"
+    assert panel(fig, "NLL (nats/dim)").get_yscale() == "linear"
+    for ax in fig.axes:  # a legend on every panel: families, train/validation, references
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert {"gmm", "gaussian", "validation", "best epoch"} <= set(labels)
+    assert "log 2: the discriminator cannot tell" in [
+        t.get_text() for t in adv.get_legend().get_texts()]
+
+
+def test_the_family_comparison_has_legends_and_reference_lines():
+    rows = [{"group": g, "best_adv_loss": v, "best_nll": 2.0 + v, "best_c2st": 0.5 + v / 10}
+            for g, v in (("gmm", 0.7), ("gmm", 0.75), ("torus", 0.9))]
+    fig = families_figure(rows)
+    for ax in fig.axes:
+        labels = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert {"gmm", "torus"} <= set(labels)
+    c2st = fig.axes[2]
+    assert any(set(np.atleast_1d(line.get_ydata())) == {0.5} for line in c2st.lines)
+
+
+def test_the_same_label_has_the_same_colour_in_two_models_trees():
+    from flowtopo.topology import density_tree
+    from flowtopo.topology.plot import label_colours
+
+    rng = np.random.default_rng(0)
+    centres = np.array([[0.0, 0.0], [6.0, 0.0], [0.0, 6.0]])
+
+    def model(sizes, shift):  # another model: other masses, other places, other leaf order
+        y = np.concatenate([np.full(n, c) for c, n in enumerate(sizes)])
+        x = centres[y] @ np.array([[0.0, 1.0], [-1.0, 0.0]]) * shift + rng.normal(size=(len(y), 2))
+        return density_tree(x), y
+
+    (t1, y1), (t2, y2) = model([300, 200, 100], 1.0), model([100, 200, 300], 1.5)
+    assert len(t1.leaves()) == len(t2.leaves()) == 3
+    c1, c2 = label_colours(t1, y1), label_colours(t2, y2)
+
+    def by_class(tree, y, colours):
+        return {int(np.bincount(y[leaf.members]).argmax()): colours[leaf.id]
+                for leaf in tree.leaves()}
+
+    assert by_class(t1, y1, c1) == by_class(t2, y2, c2)
+    assert len(set(c1.values())) == 3
+    # the default (mass order) would not agree: the largest mode is another class there
+    from flowtopo.topology.plot import leaf_colours
+
+    assert by_class(t1, y1, leaf_colours(t1)) != by_class(t2, y2, leaf_colours(t2))
+
+
+@pytest.mark.parametrize("labels", [None, np.array([0, 1, 2] * 20)])
+def test_latent_scatters_have_a_legend(labels):
+    from flowtopo.plotting import new_figure, scatter
+
+    _, (ax,) = new_figure(1)
+    scatter(ax, np.random.default_rng(0).normal(size=(60, 3)), labels, title="latents")
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts == (["points"] if labels is None else ["label 0", "label 1", "label 2"])
