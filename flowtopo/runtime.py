@@ -43,6 +43,49 @@ def init_ray(address: str | None, uri: str) -> None:
     _private_ray_token()
 
 
+def fits_a_node(request: dict[str, float]) -> bool:
+    """Whether some alive node of the connected Ray cluster offers ``request`` (cpu, gpu) in all.
+
+    A trial's resources must sit on one node; this asks for the node's total, not what is free
+    now (busy nodes free up; a node too small never grows).
+    """
+    import ray
+
+    need = {"CPU": request.get("cpu", 0.0), "GPU": request.get("gpu", 0.0)}
+    return any(all(node.get("Resources", {}).get(k, 0.0) >= v for k, v in need.items() if v > 0)
+               for node in ray.nodes() if node.get("Alive"))
+
+
+def wait_for_resources(request: dict[str, float], *, wait_s: float, can_grow: bool,
+                       poll_s: float = 5.0) -> None:
+    """Return once a node of the cluster can hold one trial; else raise a one-line error.
+
+    Ray Tune would otherwise wait forever for a placement no node can give (a GPU trial on a
+    cluster without GPUs). A local Ray (``can_grow`` False) never gains a node: refused at
+    once. A cluster may (an autoscaler adding GPU workers from zero): it is given ``wait_s``.
+
+    Raises:
+        InputError: no node offers the request, and none appeared in time.
+
+    """
+    import time
+
+    import ray
+
+    deadline = time.monotonic() + (wait_s if can_grow else 0.0)
+    while not fits_a_node(request):
+        if time.monotonic() >= deadline:
+            largest = max((n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")),
+                          key=lambda r: (r.get("GPU", 0.0), r.get("CPU", 0.0)), default={})
+            where = (f"no node of the cluster appeared with them in {wait_s:g} s "
+                     "(resources.wait_s)" if can_grow else "the local Ray has no such node")
+            raise InputError(
+                f"resources: a trial needs cpu={request.get('cpu', 0):g}, "
+                f"gpu={request.get('gpu', 0):g} on one node, and {where}; the largest node "
+                f"offers cpu={largest.get('CPU', 0.0):g}, gpu={largest.get('GPU', 0.0):g}")
+        time.sleep(poll_s)
+
+
 def _private_ray_token() -> None:
     """Ray writes its auth token to ``~/.ray/auth_token`` readable by everyone: make it 0600."""
     import os

@@ -549,6 +549,36 @@ def test_a_trial_whose_worker_is_killed_resumes_from_its_checkpoint_in_the_same_
     assert {a.path for a in client.list_artifacts(run.info.run_id)} >= {"checkpoint"}
 
 
+@pytest.mark.integration
+@pytest.mark.parametrize(("resources", "need"), [({"gpu": 1}, "cpu=1, gpu=1"),
+                                                  ({"cpu": 512}, "cpu=512, gpu=0")])
+def test_a_trial_no_node_can_hold_fails_the_sweep_at_once_in_one_line(tmp_path, resources,
+                                                                       need):
+    """Main hung forever (parent RUNNING) when no node could ever place a trial."""
+    import time
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump({**TINY, "resources": resources, "seeds": 1,
+                                    "mlflow": {"experiment": "big", "tracking_uri": uri}}))
+    t0 = time.monotonic()
+    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "run", str(path),
+                          "--storage", str(tmp_path / "ray"), "--json"], cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2, res.stderr[-2000:]
+    lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error")]
+    assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    assert f"a trial needs {need} on one node" in lines[0]
+    assert "the local Ray has no such node" in lines[0]
+    assert time.monotonic() - t0 < 120  # refused, not waited on
+    import mlflow
+
+    client = mlflow.MlflowClient(uri)
+    (parent,) = client.search_runs([client.get_experiment_by_name("big").experiment_id])
+    assert parent.info.status == "FAILED" and "a trial needs" in parent.data.tags["error"]
+    assert res.stdout == ""  # no summary: nothing ran
+
+
 @pytest.fixture()
 def s3_server(monkeypatch):
     """A real S3 API on loopback (moto's server mode), a bucket, and the AWS environment that
@@ -794,3 +824,26 @@ def test_a_weight_both_fixed_and_searched_is_refused():
         SweepSpec.model_validate({**BASE, "train": {**BASE["train"], "reg_weight": 1.0},
                                   "search": {**BASE["search"],
                                              "train": {"reg_weight": [0.5, 1.0]}}})
+
+
+def test_a_cluster_is_given_time_to_add_a_node_that_fits(monkeypatch):
+    """An autoscaling cluster may add GPU workers from zero: the sweep waits resources.wait_s
+    for a node that can hold a trial, then fails in one line."""
+    import ray
+
+    from flowtopo.errors import InputError
+    from flowtopo.runtime import wait_for_resources
+
+    cpu_only = {"Alive": True, "Resources": {"CPU": 8.0}}
+    gpu_node = {"Alive": True, "Resources": {"CPU": 8.0, "GPU": 1.0}}
+    dead_gpu = {"Alive": False, "Resources": {"CPU": 8.0, "GPU": 4.0}}
+    answers = iter([[cpu_only, dead_gpu], [cpu_only, dead_gpu], [cpu_only, gpu_node]])
+    monkeypatch.setattr(ray, "nodes", lambda: next(answers))
+    wait_for_resources({"cpu": 4, "gpu": 0.5}, wait_s=10, can_grow=True, poll_s=0.01)
+    with pytest.raises(StopIteration):  # it asked until the third answer held a GPU node
+        next(answers)
+    monkeypatch.setattr(ray, "nodes", lambda: [cpu_only, dead_gpu])
+    with pytest.raises(InputError, match=r"no node of the cluster appeared with them in 0.05 s "
+                                         r"\(resources.wait_s\); the largest node offers "
+                                         r"cpu=8, gpu=0"):
+        wait_for_resources({"cpu": 4, "gpu": 0.5}, wait_s=0.05, can_grow=True, poll_s=0.01)

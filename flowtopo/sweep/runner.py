@@ -62,6 +62,17 @@ def failure_line(result: Any) -> str | None:
     return f"{name}: {lines[-1] if lines else type(result.error).__name__}"
 
 
+def _check_resources(spec: SweepSpec, address: str | None) -> None:
+    """Fail with one line when no node can ever hold a trial (`wait_for_resources`)."""
+    import os
+
+    from flowtopo.runtime import wait_for_resources
+
+    cluster = bool(address or spec.ray_address or os.environ.get("RAY_ADDRESS"))
+    wait_for_resources(spec.resources.for_tune(), wait_s=spec.resources.wait_s,
+                       can_grow=cluster)
+
+
 def _checkpoint_config() -> Any:
     """Ray keeps each trial's two latest checkpoints.
 
@@ -197,6 +208,7 @@ def _search(spec: SweepSpec, client: Any, pid: str, uri: str, exp_id: str, stora
         client.log_text(pid, yaml_text, "sweep.yaml")
     client.log_dict(pid, spec.model_dump(mode="json"), "sweep.json")
     init_ray(address or spec.ray_address, uri)
+    _check_resources(spec, address)
     runtime = {"tracking_uri": uri, "experiment_id": exp_id, "sweep_id": sweep_id,
                "parent_run_id": pid, "phase": "search"}
     spec_json = spec.model_dump(mode="json")
@@ -302,6 +314,7 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
     with run_lifecycle(client, runtime["parent_run_id"], finish=False):  # FAILED on a failure
         _close_orphans(client, runtime, "interrupted; the trial restarts on resume")
         init_ray(address or spec.ray_address, runtime["tracking_uri"])
+        _check_resources(spec, address)
         if ctx.get("phase") == "seeds":  # the search had ended (its summary is in the context)
             out = _finish(None, spec, runtime, ctx["storage"], callbacks, search=ctx["search"])
         else:  # the searcher, restored with Ray's state, goes on with the same Optuna study

@@ -89,6 +89,9 @@ class Resources(BaseModel):
     model_config = ConfigDict(extra="forbid")
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
+    wait_s: float = Field(300.0, ge=0, description=(
+        "On a cluster, how long the sweep waits for a node that can hold one trial (an "
+        "autoscaler adding GPU workers) before it fails; a local Ray is refused at once."))
 
     def for_tune(self) -> dict[str, float]:
         """The per-trial request for ``tune.with_resources``."""
