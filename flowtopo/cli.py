@@ -407,6 +407,10 @@ def match_cmd(
                                           "instead of the tables (progress goes to "
                                           "stderr).")] = False,
     seed: Annotated[int, typer.Option(help="Seeds the halves and every random choice.")] = 0,
+    strategy: Annotated[str, typer.Option(help="all-pairs: align every ordered pair; hub: "
+                                               "align each model to the best one and compose "
+                                               "the rest (n - 1 alignments; affine).")] = (
+        "all-pairs"),
     source: Annotated[str | None, typer.Option(help="EXPERIMENT[:RUN]: match this model to "
                                                     "--target's, trained on other data "
                                                     "(default run: the best).")] = None,
@@ -427,6 +431,7 @@ def match_cmd(
     from flowtopo.pipeline.match import MatchConfig, run_match
 
     cfg = MatchConfig(experiment=experiment, runs=runs, top=top, family=family, metric=metric,
+                      strategy=strategy,
                       method=method, transform=transform,
                       baselines=[b.strip() for b in baselines.split(",") if b.strip()],
                       seed=seed, address=address, tracking_uri=tracking_uri, json_out=json_out,
@@ -452,9 +457,15 @@ def print_match(summary: dict[str, Any]) -> None:
         top1 = sc.get(summary["method"], {}).get("top1")
         check = row.get("error") or ("POOR FIT: " + row["fit_reason"] if row.get("poor_fit")
                                      else "passes")
-        table.add_row(row["source_name"], row["target_name"], *r2s,
+        target = row["target_name"] + (f" (via {row['composed_via']})"
+                                        if row.get("composed_via") else "")
+        table.add_row(row["source_name"], target, *r2s,
                       "-" if top1 is None else f"{top1:.3f}", check)
     console.print(table)
+    if summary.get("hub"):
+        console.print(f"{summary['alignments']} alignments to the hub {summary['hub']}; the "
+                      "other pairs composed through it (their cycles are the identity by "
+                      "construction: not measured)", soft_wrap=True, highlight=False)
     for cyc in summary["cycles"]:
         console.print(f"cycle {' -> '.join(cyc['cycle'])}: error {cyc['error']:.4f}")
 

@@ -208,6 +208,42 @@ def test_a_pair_that_cannot_be_aligned_is_recorded_as_failed(swept, tmp_path):
         assert pair["scores"]["oracle"]["r2"] > 0.5  # still scored: the oracle for reference
 
 
+def test_match_through_a_hub_aligns_n_minus_1_pairs_and_composes_the_rest(swept, tmp_path):
+    """--strategy hub: 2 alignments to the best model instead of 6; the other 4 pairs composed
+    through it, scored on the paired test split like direct pairs, recorded in MLflow."""
+    from flowtopo.pipeline.match import MatchConfig, run_match
+
+    client = swept["client"]
+    ids = [next(r.info.run_id for r in swept["trials"] if r.data.tags["family"] == "gmm"
+                and r.data.tags["seed"] == s) for s in ("0", "1", "2")]
+    logged = []
+    summary = run_match(MatchConfig(experiment="pipe", tracking_uri=swept["uri"], runs=ids,
+                                    strategy="hub"), log=logged.append)
+    names = {r["run_id"]: r["name"] for r in summary["runs"]}
+    assert summary["strategy"] == "hub" and summary["alignments"] == 2
+    assert summary["hub"] == names[ids[0]]  # the first run given
+    assert "2 ordered pairs as Ray tasks, the other 4 composed through" in logged[0]
+    pairs = {(p["source"], p["target"]): p for p in summary["pairs"]}
+    assert len(pairs) == 6 and summary["failed_pairs"] == 0
+    direct = {k for k, p in pairs.items() if "composed_via" not in p}
+    assert direct == {(ids[1], ids[0]), (ids[2], ids[0])}
+    assert summary["cycles"] == []  # identities by construction: not measured
+    for (a, b), p in pairs.items():
+        assert np.isfinite(p["scores"]["tree"]["r2"]) and p["scores"]["oracle"]["r2"] > 0.5
+        if (a, b) in direct:
+            continue
+        assert p["composed_via"] == summary["hub"]
+        run = client.get_run(p["run_id"])
+        assert run.data.tags["composed_via"] == summary["hub"]
+        assert run.data.metrics["tree_r2"] == pytest.approx(p["scores"]["tree"]["r2"])
+        legs = [pairs[(x, ids[0])] for x in (a, b) if x != ids[0]]
+        assert p["poor_fit"] == any(leg["poor_fit"] for leg in legs)
+    # composing a -> hub -> b reproduces the direct legs exactly where b is the hub's inverse
+    m_hub_to_1 = np.array(pairs[(ids[0], ids[1])]["matrix"])
+    m_1_to_hub = np.array(pairs[(ids[1], ids[0])]["matrix"])
+    assert np.allclose(m_hub_to_1 @ m_1_to_hub, np.eye(2))
+
+
 def test_match_by_default_takes_the_best_family_two_runs(swept):
     from flowtopo.pipeline.best import best_priors
     from flowtopo.pipeline.match import MatchConfig, run_match
@@ -227,6 +263,9 @@ def test_match_by_default_takes_the_best_family_two_runs(swept):
     (["--experiment", "pipe", "--method", "magic"], "unknown or supervised method 'magic'"),
     (["--experiment", "pipe", "--method", "oracle"], "unknown or supervised method 'oracle'"),
     (["--experiment", "pipe", "--family", "torus"], "no finished runs of family 'torus'"),
+    (["--experiment", "pipe", "--strategy", "hub", "--transform", "piecewise"],
+     "needs --transform affine"),
+    (["--experiment", "pipe", "--strategy", "star"], "unknown strategy 'star'"),
 ])
 def test_match_bad_input_is_one_line_and_exit_2(swept, args, message):
     res = cli("match", "--tracking-uri", swept["uri"], *args, timeout=120)

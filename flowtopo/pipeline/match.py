@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from flowtopo.errors import InputError
+from flowtopo.pipeline.hub import check_strategy, compose_through_hub
 from flowtopo.runtime import checkpoint_from_files, fetch_checkpoint
 
 
@@ -54,6 +55,7 @@ class MatchConfig:
     test_source: Path | None = None
     test_target: Path | None = None
     test_labels: Path | None = None
+    strategy: str = "all-pairs"
 
     @property
     def cross(self) -> bool:
@@ -218,6 +220,7 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
             raise InputError(f"unknown or supervised method {name!r}; valid: {', '.join(valid)}")
     if cfg.transform not in TRANSFORMS:
         raise InputError(f"unknown transform {cfg.transform!r}; valid: {', '.join(TRANSFORMS)}")
+    check_strategy(cfg.strategy, cfg.transform, cfg.cross)
     uri = resolve_tracking_uri(cfg.tracking_uri)
     client = mlflow_client(uri, read_only=True)  # it writes only into an existing store
     test = None
@@ -252,13 +255,17 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
     ids = list(ckpts)
     dataset = (datasets[ids[0]] if not cfg.cross else
                {"source": datasets[ids[0]], "target": datasets[ids[1]]})
+    hub = ids[0] if cfg.strategy == "hub" else None  # the best run by --metric
+    pairs = ([(a, hub) for a in ids if a != hub] if hub is not None
+             else list(itertools.permutations(ckpts, 2)))
     log(f"matching {len(runs)} models ({', '.join(names.values())}): "
-        f"{len(runs) * (len(runs) - 1)} ordered pairs as Ray tasks")
+        f"{len(pairs)} ordered pairs as Ray tasks"
+        + (f", the other {len(runs) * (len(runs) - 1) - len(pairs)} composed through "
+           f"{names[hub]}" if hub is not None else ""))
 
     init_ray(cfg.address, uri)
     refs = {rid: ray.put(files) for rid, files in ckpts.items()}
     task = ray.remote(num_cpus=1)(align_pair)
-    pairs = list(itertools.permutations(ckpts, 2))
 
     def oriented(a: str) -> dict[str, np.ndarray] | None:
         if test is None or a == ids[0]:
@@ -289,8 +296,14 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
                                  "dataset": json.dumps(dataset)})
         pair_rows = [_record_pair(client, exp_id, pid, a, b, names, res, cfg,
                                   Path(tmp)) for (a, b), res in results.items()]
-        cycles = _cycles(results, names)
+        if hub is not None:  # every cycle through the hub is the identity: not measured
+            pair_rows += _record_composed(client, exp_id, pid, hub, names, results, cfg)
+            cycles = []
+        else:
+            cycles = _cycles(results, names)
         summary = _summary(match_id, pid, names, pair_rows, cycles, cfg, dataset)
+        summary.update(strategy=cfg.strategy, alignments=len(pairs),
+                       hub=None if hub is None else names[hub])
         _record_parent(client, pid, summary, Path(tmp))
     for warning in summary["warnings"]:
         log(f"warning: {warning}")
@@ -410,6 +423,71 @@ def _record_pair(client: Any, exp_id: str, parent_id: str, a: str, b: str,
         row["picture"] = f"pictures/{picture.name}"
     client.set_terminated(rid, "FINISHED")
     return row
+
+
+def _record_composed(client: Any, exp_id: str, parent_id: str, hub: str,
+                     names: dict[str, str], results: dict[tuple[str, str], dict[str, Any]],
+                     cfg: MatchConfig) -> list[dict[str, Any]]:
+    """Compose the pairs not aligned directly through ``hub``; one MLflow run each.
+
+    Scored like direct pairs on the paired held-out split (each model's test latents come
+    from its own leg); a pair composed from a flagged leg is flagged, one composed from a leg
+    that failed or cannot be inverted fails with that reason.
+    """
+    from flowtopo.matching import align
+    from flowtopo.metrics import translation_scores
+    from flowtopo.tracking import log_metrics
+
+    legs = {a: res for (a, _), res in results.items()}
+    composed = compose_through_hub({a: (r["result"].matrix, r["result"].offset)
+                                    for a, r in legs.items() if "result" in r}, hub)
+    any_leg = next(iter(legs.values()))
+    test = {hub: any_leg["test_target"], **{a: r["test_source"] for a, r in legs.items()}}
+    rows = []
+    for a in names:
+        for b in names:
+            if a == b or b == hub:
+                continue
+            run = client.create_run(exp_id, run_name=f"{names[a]} -> {names[b]}", tags={
+                "mlflow.parentRunId": parent_id, "flowtopo.kind": "match-pair",
+                "source_run": a, "target_run": b, "method": cfg.method,
+                "composed_via": names[hub]})
+            rid = run.info.run_id
+            row: dict[str, Any] = {"source": a, "target": b, "source_name": names[a],
+                                   "target_name": names[b], "run_id": rid, "scores": {},
+                                   "seconds": 0.0, "composed_via": names[hub]}
+            failed = [x for x in (a, b) if x != hub and "result" not in legs[x]]
+            cm = composed.get((a, b))
+            if failed or cm is None or isinstance(cm, InputError):
+                why = (f"{names[failed[0]]} -> {names[hub]} failed: {legs[failed[0]]['error']}"
+                       if failed else str(cm))
+                row["error"] = f"composed through {names[hub]}: {why}"
+                client.set_tag(rid, "error", row["error"][:4000])
+                client.set_terminated(rid, "FAILED")
+                rows.append(row)
+                continue
+            za, zb, y = test[a], test[b], any_leg["y_test"]
+            oracle = align(za, zb, method="oracle", pairs=(za, zb), transform=cfg.transform)
+            row["scores"] = {cfg.method: translation_scores(za, zb, cm.transform, y),
+                             "oracle": translation_scores(za, zb, oracle.transform, y)}
+            flagged = [(x, legs[x]["result"]) for x in (a, b) if x != hub
+                       and legs[x]["result"].poor_fit]
+            row.update(matrix=cm.matrix.tolist(), offset=cm.offset.tolist(),
+                       legs=list(cm.legs), poor_fit=bool(flagged), fit_kl=None,
+                       ambiguous=False,
+                       fit_reason=(f"composed through a flagged leg ({names[flagged[0][0]]} -> "
+                                   f"{names[hub]}: {flagged[0][1].fit_reason})"
+                                   if flagged else None))
+            log_metrics(client, rid, {f"{m}_{k}": v for m, sc in row["scores"].items()
+                                      for k, v in sc.items() if np.isfinite(v)})
+            if flagged:
+                client.set_tag(rid, "poor_fit", row["fit_reason"])
+            client.log_dict(rid, {k: row[k] for k in (
+                "matrix", "offset", "legs", "poor_fit", "fit_reason", "fit_kl", "ambiguous",
+                "scores", "composed_via")}, "pair.json")
+            client.set_terminated(rid, "FINISHED")
+            rows.append(row)
+    return rows
 
 
 def _cycles(results: dict[tuple[str, str], dict[str, Any]],
