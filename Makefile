@@ -37,6 +37,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.topology
 	$(BIN)/python -m benchmarks.alignment
 	$(BIN)/python -m benchmarks.translation
+	$(BIN)/python -m benchmarks.matching
 
 clean:
 	rm -rf $(VENV) flowtopo-runs .pytest_cache

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import typer
@@ -36,6 +36,17 @@ def print_error(err: InputError) -> None:
                       soft_wrap=True)
 
 
+# Choices offered as real choices (listed in --help, checked by the parser). Static here so that
+# the CLI imports no engine; tests/test_architecture.py checks each against its registry.
+Method = Literal["tree", "identity", "gw", "cluster_qap"]  # unsupervised flowtopo.matching.METHODS
+Transform = Literal["affine", "linear", "orthogonal", "piecewise", "nonlinear"]  # TRANSFORMS
+RegularizerChoice = Literal["mle", "adversarial", "mmd", "swd"]  # train_config.REGULARIZERS
+GroupBy = Literal["family", "dataset"]  # flowtopo.pipeline.best.BY
+Strategy = Literal["all-pairs", "hub"]  # flowtopo.pipeline.hub.STRATEGIES
+Encoder = Literal["pca", "flowae"]  # flowtopo.translate.TranslateConfig.encoder
+Density = Literal["exact", "knn"]  # flowtopo.translate.TranslateConfig.density
+
+
 class _Commands(TyperGroup):
     """The root command group: a user error anywhere below it is one line and exit code 2.
 
@@ -50,6 +61,35 @@ class _Commands(TyperGroup):
         except InputError as err:
             print_error(err)
             raise typer.Exit(2) from None
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        """Click's main, where a usage error is one line and exit 2 too.
+
+        An unknown option, a value outside an option's choices, a missing argument: click
+        prints a usage block and a boxed message; here it is ``error: COMMAND: message``, like
+        every other bad input. A bare group still prints its help.
+        """
+        from typer._click import exceptions as click  # typer's own copy of click (pinned)
+
+        if not kwargs.get("standalone_mode", True):
+            return super().main(*args, **kwargs)
+        try:
+            rv = super().main(*args, **{**kwargs, "standalone_mode": False})
+        except click.NoArgsIsHelpError as err:  # rich has printed the help already
+            if err.format_message().strip():  # (without rich, the help is the message)
+                typer.echo(err.format_message())
+            sys.exit(err.exit_code)
+        except click.UsageError as err:
+            where = f"{err.ctx.command_path}: " if err.ctx is not None else ""
+            print_error(InputError(f"{where}{err.format_message()}"))
+            sys.exit(2)
+        except click.ClickException as err:
+            err.show()
+            sys.exit(err.exit_code)
+        except click.Abort:
+            err_console.print("Aborted.", highlight=False)
+            sys.exit(1)
+        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 app = typer.Typer(cls=_Commands, help="flowtopo: topology-based translation between neural "
@@ -216,16 +256,16 @@ def translate_fit(
     target: Annotated[Path, typer.Option(help="Target embeddings, (m, d_t); rows unrelated "
                                               "to the source's.")],
     out: Annotated[Path, typer.Option(help="Folder to write the translation to.")],
-    encoder: Annotated[str | None, typer.Option(help="pca (linear, default) or flowae (a "
+    encoder: Annotated[Encoder | None, typer.Option(help="pca (linear, default) or flowae (a "
                                                      "trained flow auto-encoder).")] = None,
     k: Annotated[int | None, typer.Option(help="Latent dimension per side (default: 8, 6, 4 "
                                                   "tried in turn, first map passing).")] = None,
     pca: Annotated[int | None, typer.Option(help="Principal components kept per side.")] = None,
     epochs: Annotated[int | None, typer.Option(help="FlowAE training epochs.")] = None,
-    transform: Annotated[str | None, typer.Option(help="Latent map: piecewise, affine, "
-                                                       "linear, orthogonal.")] = None,
-    density: Annotated[str | None, typer.Option(help="flowae: the trees' density, exact or "
-                                                     "knn.")] = None,
+    transform: Annotated[Transform | None, typer.Option(help="Latent map (default "
+                                                             "piecewise).")] = None,
+    density: Annotated[Density | None, typer.Option(help="flowae: the trees' density.")
+                       ] = None,
     min_persistence: Annotated[float | None, typer.Option(help="Tree merge threshold "
                                                                "(nats).")] = None,
     source_model: Annotated[str | None, typer.Option(help="Use this trained side (a folder "
@@ -323,7 +363,7 @@ def priors_best(
     metric: Annotated[str, typer.Option(help="Explicit summary metric to rank by.")] = (
         "best_adv_loss"),
     top: Annotated[int, typer.Option(help="Runs shown per group.")] = 3,
-    by: Annotated[str, typer.Option(help="Group by family or dataset.")] = "family",
+    by: Annotated[GroupBy, typer.Option(help="Group by family or dataset.")] = "family",
     tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")] = False,
     reproducibility: Annotated[bool, typer.Option(
@@ -393,9 +433,8 @@ def match_cmd(
                                                    "best runs.")] = None,
     top: Annotated[int, typer.Option(help="Models of the best family to match.")] = 2,
     family: Annotated[str | None, typer.Option(help="Match this family's best runs.")] = None,
-    method: Annotated[str, typer.Option(help="Alignment method.")] = "tree",
-    transform: Annotated[str, typer.Option(help="affine, linear, orthogonal, piecewise, "
-                                                "nonlinear.")] = "affine",
+    method: Annotated[Method, typer.Option(help="Alignment method.")] = "tree",
+    transform: Annotated[Transform, typer.Option(help="Family of the latent map.")] = "affine",
     baselines: Annotated[str, typer.Option(help="Comma-separated unsupervised baselines to "
                                                 "score beside it (e.g. gw,cluster_qap).")] = "",
     metric: Annotated[str, typer.Option(help="Summary metric choosing the best runs.")] = (
@@ -407,7 +446,7 @@ def match_cmd(
                                           "instead of the tables (progress goes to "
                                           "stderr).")] = False,
     seed: Annotated[int, typer.Option(help="Seeds the halves and every random choice.")] = 0,
-    strategy: Annotated[str, typer.Option(help="all-pairs: align every ordered pair; hub: "
+    strategy: Annotated[Strategy, typer.Option(help="all-pairs: align every ordered pair; hub: "
                                                "align each model to the best one and compose "
                                                "the rest (n - 1 alignments; affine).")] = (
         "all-pairs"),
@@ -602,8 +641,7 @@ def demo_cmd(
     n: Annotated[int, typer.Option(help="Dataset size.")] = 5000,
     families: Annotated[str, typer.Option(help="Comma-separated prior families.")] = (
         "gmm,hierarchical_gmm,flow_prior"),
-    regularizer: Annotated[str, typer.Option(help="mle, adversarial, mmd or swd "
-                                                  "(flowtopo.train_config.REGULARIZERS).")] = "mle",
+    regularizer: Annotated[RegularizerChoice, typer.Option(help="Latent regulariser.")] = "mle",
     quick: Annotated[bool, typer.Option(help="Tiny budget (smoke test): 8 epochs, n=2000, "
                                              "no baselines.")] = False,
 ) -> None:

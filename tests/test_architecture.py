@@ -88,3 +88,22 @@ def test_the_spec_modules_load_without_torch():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_the_cli_choices_are_the_registries():
+    """The CLI lists its choices statically (it imports no engine); they are the registries'."""
+    from typing import get_args
+
+    from flowtopo import cli
+    from flowtopo.matching import METHODS, TRANSFORMS
+    from flowtopo.pipeline.best import BY
+    from flowtopo.pipeline.hub import STRATEGIES
+    from flowtopo.train_config import REGULARIZERS
+    from flowtopo.translate import TranslateConfig
+
+    assert set(get_args(cli.Method)) == {m for m, fn in METHODS.items() if not fn.supervised}
+    assert set(get_args(cli.Transform)) == set(TRANSFORMS)
+    assert set(get_args(cli.RegularizerChoice)) == set(REGULARIZERS)
+    assert get_args(cli.GroupBy) == BY and get_args(cli.Strategy) == STRATEGIES
+    assert get_args(cli.Encoder) == get_args(TranslateConfig.model_fields["encoder"].annotation)
+    assert get_args(cli.Density) == get_args(TranslateConfig.model_fields["density"].annotation)

@@ -123,3 +123,29 @@ def test_translate_apply_refuses_every_malformed_array_and_a_folder_that_is_not_
     res = runner.invoke(app, ["translate", "apply", str(not_a_translation), str(path),
                               "--out", str(tmp_path / "out")])
     assert not _problems(res, tmp_path)
+
+
+CHOICES = [  # a value outside each option's choices, and options that do not exist
+    (["match", "--experiment", "e", "--method", "oracle"], "'oracle' is not one of"),
+    (["match", "--experiment", "e", "--transform", "quadratic"], "'quadratic' is not one of"),
+    (["match", "--experiment", "e", "--strategy", "star"], "'star' is not one of"),
+    (["priors", "best", "--experiment", "e", "--by", "colour"], "'colour' is not one of"),
+    (["demo", "--regularizer", "l2"], "'l2' is not one of"),
+    (["translate", "fit", "--source", "a.npy", "--target", "b.npy", "--out", "o",
+      "--encoder", "umap"], "'umap' is not one of"),
+    (["translate", "fit", "--source", "a.npy", "--target", "b.npy", "--out", "o",
+      "--density", "kde"], "'kde' is not one of"),
+    (["match", "--nosuch"], "No such option: --nosuch"),
+    (["sweep", "run"], "Missing argument 'file'"),
+    (["match", "--method"], "Option '--method' requires an argument"),
+]
+
+
+@pytest.mark.parametrize(("args", "message"), CHOICES, ids=[" ".join(a[:2]) + " " + a[-1]
+                                                            for a, _ in CHOICES])
+def test_a_usage_error_is_one_line_and_exit_2_like_every_bad_input(args, message):
+    res = runner.invoke(app, args)
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), res.stderr
+    assert message in lines[0] and "Traceback" not in res.output

@@ -260,12 +260,12 @@ def test_match_by_default_takes_the_best_family_two_runs(swept):
 @pytest.mark.parametrize("args, message", [
     (["--experiment", "nope"], "no MLflow experiment 'nope'"),
     (["--experiment", "pipe", "--runs", "deadbeef", "--runs", "cafe"], "no MLflow run"),
-    (["--experiment", "pipe", "--method", "magic"], "unknown or supervised method 'magic'"),
-    (["--experiment", "pipe", "--method", "oracle"], "unknown or supervised method 'oracle'"),
+    (["--experiment", "pipe", "--method", "magic"], "'magic' is not one of 'tree', 'identity'"),
+    (["--experiment", "pipe", "--method", "oracle"], "'oracle' is not one of"),
     (["--experiment", "pipe", "--family", "torus"], "no finished runs of family 'torus'"),
     (["--experiment", "pipe", "--strategy", "hub", "--transform", "piecewise"],
      "needs --transform affine"),
-    (["--experiment", "pipe", "--strategy", "star"], "unknown strategy 'star'"),
+    (["--experiment", "pipe", "--strategy", "star"], "'star' is not one of 'all-pairs', 'hub'"),
 ])
 def test_match_bad_input_is_one_line_and_exit_2(swept, args, message):
     res = cli("match", "--tracking-uri", swept["uri"], *args, timeout=120)

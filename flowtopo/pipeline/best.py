@@ -9,6 +9,8 @@ from flowtopo.errors import InputError
 SUMMARY_METRICS = ("best_adv_loss", "best_nll", "best_c2st", "test_adv_loss", "test_nll",
                    "test_c2st")
 SHOWN = ("best_adv_loss", "best_nll", "best_c2st")
+BY = ("family", "dataset")
+"""What `best_priors` groups runs by."""
 
 
 def best_priors(experiment: str, *, tracking_uri: str | None = None,
@@ -32,8 +34,8 @@ def best_priors(experiment: str, *, tracking_uri: str | None = None,
     if metric not in SUMMARY_METRICS:
         raise InputError(f"unknown ranking metric {metric!r}; valid: "
                          f"{', '.join(SUMMARY_METRICS)}")
-    if by not in ("family", "dataset"):
-        raise InputError(f"--by must be family or dataset, got {by!r}")
+    if by not in BY:
+        raise InputError(f"--by must be {' or '.join(BY)}, got {by!r}")
     client = mlflow_client(resolve_tracking_uri(tracking_uri), read_only=True)
     exp = find_experiment(client, experiment)
     runs = client.search_runs(
