@@ -86,7 +86,7 @@ class _Commands(TyperGroup):
         except click.ClickException as err:
             err.show()
             sys.exit(err.exit_code)
-        except click.Abort:
+        except typer.Abort:
             err_console.print("Aborted.", highlight=False)
             sys.exit(1)
         sys.exit(rv if isinstance(rv, int) else 0)
@@ -637,8 +637,8 @@ def topology_plot(
 def demo_cmd(
     out: Annotated[Path, typer.Option(help="Where models, pictures, summary go.")] = Path(
         "flowtopo-runs/demo"),
-    epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 60,
-    n: Annotated[int, typer.Option(help="Dataset size.")] = 5000,
+    epochs: Annotated[int, typer.Option(min=1, help="Training epochs per model.")] = 60,
+    n: Annotated[int, typer.Option(min=100, help="Dataset size.")] = 5000,
     families: Annotated[str, typer.Option(help="Comma-separated prior families.")] = (
         "gmm,hierarchical_gmm,flow_prior"),
     regularizer: Annotated[RegularizerChoice, typer.Option(help="Latent regulariser.")] = "mle",

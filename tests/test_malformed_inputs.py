@@ -138,6 +138,7 @@ CHOICES = [  # a value outside each option's choices, and options that do not ex
     (["match", "--nosuch"], "No such option: --nosuch"),
     (["sweep", "run"], "Missing argument 'file'"),
     (["match", "--method"], "Option '--method' requires an argument"),
+    (["demo", "--epochs", "0"], "Invalid value for '--epochs'"),  # was a pydantic traceback
 ]
 
 

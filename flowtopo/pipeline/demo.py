@@ -81,14 +81,14 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     from flowtopo.pipeline.best import best_priors
     from flowtopo.pipeline.match import MatchConfig, run_match
     from flowtopo.pipeline.report import build_report
+    from flowtopo.specs import parse_spec
     from flowtopo.sweep.runner import run_sweep
     from flowtopo.sweep.spec import SweepSpec
 
     t0 = time.perf_counter()
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    doc = demo_sweep(cfg)
-    spec = SweepSpec.model_validate(doc)
+    spec = parse_spec(json.dumps(demo_sweep(cfg)), SweepSpec, "demo")  # one line if bad
     ds = load_dataset(spec.dataset.name, **spec.dataset.options)
     log(f"dataset: hierarchical, D=6, k=2, {len(ds.x_train)} train / {len(ds.x_test)} test, "
         f"exact test NLL {ds.true_nll_per_dim():.3f} nats/dim, "

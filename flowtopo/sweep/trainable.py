@@ -32,7 +32,7 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any], runtime: dict[str
     from flowtopo.errors import InputError
     from flowtopo.sweep.space import resolve
     from flowtopo.sweep.spec import SweepSpec
-    from flowtopo.tracking import log_metrics, log_params, mlflow_client, provenance_tags
+    from flowtopo.tracking import log_metrics, log_params, mlflow_client
     from flowtopo.train import train
     from flowtopo.train_run import build_model, summary_metrics
 
@@ -45,25 +45,7 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any], runtime: dict[str
     client = mlflow_client(rt["tracking_uri"], probe=False)  # the client retries instead
     trial_id = tune.get_context().get_trial_id()
     resume, run_id = _resume_point(tune.get_checkpoint())
-    if run_id is None:
-        _close_lost_runs(client, rt, trial_id, seed)
-        run_name = f"{config.get('prior', 'trial')}-s{seed}-{trial_id}"
-        run = client.create_run(rt["experiment_id"], run_name=run_name, tags={
-            "mlflow.parentRunId": rt["parent_run_id"], "flowtopo.kind": "trial",
-            "sweep_id": rt["sweep_id"], "trial_id": trial_id, "seed": str(seed),
-            "dataset": spec.dataset.name, "phase": rt.get("phase", "search"),
-            "ray_node_id": _node_id(), "worker_pid": str(os.getpid()), **provenance_tags()})
-        run_id = run.info.run_id
-        logged = 0
-    else:  # a retried trial: the same run goes on where its checkpoint left off
-        client.update_run(run_id, status="RUNNING")
-        for stale in ("stopped_early", "error"):  # what closing the lost attempt wrote
-            if stale in client.get_run(run_id).data.tags:
-                client.delete_tag(run_id, stale)
-        logged = _last_logged_epoch(client, run_id)
-        client.set_tag(run_id, "resumed_from_epoch", str(resume.epoch))  # type: ignore[union-attr]
-        client.set_tag(run_id, "ray_node_id", _node_id())
-        client.set_tag(run_id, "worker_pid", str(os.getpid()))
+    run_id, logged = _open_run(client, rt, spec, config, trial_id, seed, run_id, resume)
     history: list[dict[str, float]] = list(resume.history) if resume else []
     try:
         ts = resolve(params, spec, seed, os.path.join(trial_dir, "checkpoint"), device)
@@ -122,6 +104,35 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any], runtime: dict[str
                     checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
     except SystemExit:  # a scheduler stopping the trial at its budget: nothing left to do
         return
+
+
+def _open_run(client: Any, rt: dict[str, Any], spec: Any, config: dict[str, Any],
+              trial_id: str, seed: int, run_id: str | None, resume: Any) -> tuple[str, int]:
+    """The trial's MLflow run: a new one, or (a retry) the run its checkpoint names, reopened.
+
+    Returns:
+        (run id, the last epoch already logged to it: 0 for a new run).
+
+    """
+    from flowtopo.tracking import provenance_tags
+
+    where = {"ray_node_id": _node_id(), "worker_pid": str(os.getpid())}
+    if run_id is None:
+        _close_lost_runs(client, rt, trial_id, seed)
+        run = client.create_run(
+            rt["experiment_id"], run_name=f"{config.get('prior', 'trial')}-s{seed}-{trial_id}",
+            tags={"mlflow.parentRunId": rt["parent_run_id"], "flowtopo.kind": "trial",
+                  "sweep_id": rt["sweep_id"], "trial_id": trial_id, "seed": str(seed),
+                  "dataset": spec.dataset.name, "phase": rt.get("phase", "search"), **where,
+                  **provenance_tags()})
+        return run.info.run_id, 0
+    client.update_run(run_id, status="RUNNING")
+    for stale in ("stopped_early", "error"):  # what closing the lost attempt wrote
+        if stale in client.get_run(run_id).data.tags:
+            client.delete_tag(run_id, stale)
+    for key, value in {**where, "resumed_from_epoch": str(resume.epoch)}.items():
+        client.set_tag(run_id, key, value)
+    return run_id, _last_logged_epoch(client, run_id)
 
 
 def _resume_point(checkpoint: Any) -> tuple[Any, str | None]:
