@@ -206,18 +206,18 @@ def _search(spec: SweepSpec, client: Any, pid: str, uri: str, exp_id: str, stora
 
     if yaml_text:
         client.log_text(pid, yaml_text, "sweep.yaml")
-    client.log_dict(pid, spec.model_dump(mode="json"), "sweep.json")
+    spec_json = spec.model_dump(mode="json")
+    client.log_dict(pid, spec_json, "sweep.json")
     init_ray(address or spec.ray_address, uri)
     _check_resources(spec, address)
     runtime = {"tracking_uri": uri, "experiment_id": exp_id, "sweep_id": sweep_id,
                "parent_run_id": pid, "phase": "search"}
-    spec_json = spec.model_dump(mode="json")
+    url = optuna_storage_url(spec, uri)
     exp_dir = open_storage(storage).child(sweep_id)
     exp_dir.mkdir()
     exp_dir.write_text(CONTEXT_FILE, json.dumps({
         "spec": spec_json, "runtime": runtime, "storage": storage,
-        "optuna_storage": shown_url(optuna_storage_url(spec, uri))}, indent=2))
-    url = optuna_storage_url(spec, uri)
+        "optuna_storage": shown_url(url)}, indent=2))
     client.set_tag(pid, "optuna_study", sweep_id)
     client.set_tag(pid, "optuna_storage", shown_url(url))
     searcher = OptunaSearch(space=functools.partial(define_space, spec=spec_json),
