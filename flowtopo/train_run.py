@@ -78,6 +78,7 @@ def run_train_spec(spec: TrainSpec,
     run_id, client = None, None
     if spec.mlflow is not None:
         from flowtopo.tracking import (
+            MetricBuffer,
             ensure_experiment,
             log_metrics,
             log_params,
@@ -97,10 +98,8 @@ def run_train_spec(spec: TrainSpec,
         # the configuration, in one request; not where it is written (out) nor recorded
         log_params(client, run_id, spec.model_dump(mode="json", exclude={"out", "mlflow"}))
 
-        def log(epoch: int, metrics: dict[str, float]) -> None:
-            log_metrics(client, run_id, metrics, step=epoch)
-
-        callbacks.append(log)
+        buffer = MetricBuffer(client, run_id)  # curves written at most once a second
+        callbacks.append(lambda epoch, metrics: buffer.log(metrics, epoch))
 
     def fan_out(epoch: int, metrics: dict[str, float]) -> None:
         for cb in callbacks:
@@ -109,7 +108,11 @@ def run_train_spec(spec: TrainSpec,
     from flowtopo.tracking import maybe_lifecycle
 
     with maybe_lifecycle(client, run_id):  # FAILED, never left RUNNING
-        result = train(model, ds.x_train, ds.x_test, spec.train, on_epoch=fan_out)
+        try:
+            result = train(model, ds.x_train, ds.x_test, spec.train, on_epoch=fan_out)
+        finally:  # the epochs done are recorded, whatever ended the training
+            if run_id is not None:
+                buffer.flush()
         ckpt = save_checkpoint(spec.out, result.model, ds.standardizer, {
             "dataset": spec.dataset.model_dump(mode="json"),
             "train": spec.train.model_dump(mode="json"),

@@ -150,3 +150,57 @@ def test_a_read_command_on_a_missing_or_unreachable_store_is_one_line(tmp_path, 
     assert len(res.output.strip().splitlines()) == 1
     assert time.monotonic() - start < 30  # not MLflow's minutes of retries
     assert list(tmp_path.iterdir()) == []  # nothing created
+
+
+def test_metric_buffer_writes_several_epochs_a_request_and_everything_at_flush(tmp_path):
+    from flowtopo.tracking import MAX_BATCH, MetricBuffer
+
+    _, client, exp = _client(tmp_path)
+    rid = client.create_run(exp).info.run_id
+    calls = []
+    real = client.log_batch
+    client.log_batch = lambda *a, **k: calls.append(len(k["metrics"])) or real(*a, **k)
+    held = MetricBuffer(client, rid, flush_s=3600)  # nothing written before the flush
+    for epoch in range(1, 6):
+        held.log({"loss": 1.0 / epoch, "acc": 0.1 * epoch}, epoch)
+    assert calls == [] and client.get_metric_history(rid, "loss") == []
+    held.flush()
+    assert calls == [10]
+    assert [(m.step, m.value) for m in client.get_metric_history(rid, "loss")] == [
+        (e, 1.0 / e) for e in range(1, 6)]
+    held.flush()  # nothing queued: no request
+    assert calls == [10]
+    eager = MetricBuffer(client, rid, flush_s=0.0)  # every epoch at once
+    eager.log({"loss": 0.5}, 6)
+    assert calls == [10, 1]
+    big = MetricBuffer(client, rid, flush_s=3600)  # over MLflow's batch limit: split
+    big.log({f"m{i}": float(i) for i in range(MAX_BATCH + 5)}, 1)
+    big.flush()
+    assert calls == [10, 1, MAX_BATCH, 5]
+
+
+def test_a_training_run_that_fails_keeps_the_epochs_it_trained(tmp_path, monkeypatch):
+    import flowtopo.train_run as train_run
+    from flowtopo.specs import TrainSpec
+
+    uri, client, exp = _client(tmp_path)
+    real_train = train_run.train
+
+    def breaks_after_two_epochs(*args, on_epoch, **kwargs):
+        def count(epoch, metrics):
+            on_epoch(epoch, metrics)
+            if epoch == 2:
+                raise RuntimeError("node lost")
+        return real_train(*args, on_epoch=count, **kwargs)
+
+    monkeypatch.setattr(train_run, "train", breaks_after_two_epochs)
+    spec = TrainSpec.model_validate({
+        "dataset": {"name": "hierarchical", "options": {"n": 300}},
+        "model": {"k": 2, "flow": {"name": "coupling", "params": {"layers": 2}}},
+        "train": {"epochs": 5}, "out": str(tmp_path / "ckpt"),
+        "mlflow": {"experiment": "life", "tracking_uri": uri}})
+    with pytest.raises(RuntimeError, match="node lost"):
+        train_run.run_train_spec(spec)
+    (run,) = client.search_runs([exp])
+    assert run.info.status == "FAILED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch")] == [1, 2]

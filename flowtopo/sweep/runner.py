@@ -237,7 +237,11 @@ def _search(spec: SweepSpec, client: Any, pid: str, uri: str, exp_id: str, stora
                                     num_samples=num_samples,
                                     max_concurrent_trials=spec.max_concurrent_trials,
                                     trial_name_creator=trial_name,
-                                    trial_dirname_creator=trial_name),
+                                    trial_dirname_creator=trial_name,
+                                    # a trial's worker process (torch, MLflow imported) serves
+                                    # the next trial; not under a scheduler, whose stops the
+                                    # trial sees only as SystemExit in a worker of its own
+                                    reuse_actors=scheduler is None),
         run_config=tune.RunConfig(
             # a copy of the callbacks: Ray appends its loggers (holding this phase's trials)
             name=sweep_id, storage_path=storage, verbose=0, callbacks=list(callbacks or []),
@@ -406,7 +410,8 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
                 param_space={"cfg": tune.grid_search(configs)},
                 tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials,
                                             trial_name_creator=trial_name,
-                                            trial_dirname_creator=trial_name),
+                                            trial_dirname_creator=trial_name,
+                                            reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=f"{sweep_id}-seeds", storage_path=storage, verbose=0,
                     callbacks=list(callbacks or []),  # a copy: Ray appends its loggers to it

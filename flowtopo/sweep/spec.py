@@ -98,6 +98,15 @@ class Resources(BaseModel):
         return {"cpu": self.cpu, "gpu": self.gpu}
 
     @property
+    def threads(self) -> int:
+        """The torch threads a trial trains on: its whole CPUs, at least one.
+
+        Ray does not cap a worker's threads (torch would use every core of the node), so two
+        concurrent trials on a 2-core node would each run 2 threads and contend.
+        """
+        return max(1, int(self.cpu))
+
+    @property
     def device(self) -> str:
         """Where a trial trains: ``cuda`` when it is given a (share of a) GPU, else ``cpu``."""
         return "cuda" if self.gpu > 0 else "cpu"

@@ -25,6 +25,7 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any], runtime: dict[str
         runtime: where to record: tracking URI, experiment id, sweep id, parent run, phase.
 
     """
+    import torch
     from ray import tune
 
     from flowtopo.checkpoint import save_checkpoint
@@ -32,11 +33,12 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any], runtime: dict[str
     from flowtopo.errors import InputError
     from flowtopo.sweep.space import resolve
     from flowtopo.sweep.spec import SweepSpec
-    from flowtopo.tracking import log_metrics, log_params, mlflow_client
+    from flowtopo.tracking import MetricBuffer, log_metrics, log_params, mlflow_client
     from flowtopo.train import train
     from flowtopo.train_run import build_model, summary_metrics
 
     spec = SweepSpec.model_validate(sweep)
+    torch.set_num_threads(spec.resources.threads)  # the CPUs Ray gave the trial, no more
     rt = runtime
     seed = int(config.get("seed", 0))
     params = {k: v for k, v in config.items() if k not in RESERVED}
@@ -47,6 +49,7 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any], runtime: dict[str
     resume, run_id = _resume_point(tune.get_checkpoint())
     run_id, logged = _open_run(client, rt, spec, config, trial_id, seed, run_id, resume)
     history: list[dict[str, float]] = list(resume.history) if resume else []
+    curves = MetricBuffer(client, run_id)  # per-epoch metrics, written at most once a second
     try:
         ts = resolve(params, spec, seed, os.path.join(trial_dir, "checkpoint"), device)
         if resume is None:
@@ -64,10 +67,11 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any], runtime: dict[str
         def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
             history.append(metrics)
             if epoch > logged:  # steps an interrupted attempt logged are not logged twice
-                log_metrics(client, run_id, metrics, step=epoch)
+                curves.log(metrics, epoch)
             if not pending:
                 tune.report({**metrics, "epoch": epoch})
                 return
+            curves.flush()  # a retry from this checkpoint finds every epoch up to it logged
             with tempfile.TemporaryDirectory() as d:
                 pending.pop().save(os.path.join(d, STATE_FILE))
                 with open(os.path.join(d, RUN_FILE), "w") as f:
@@ -75,8 +79,11 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any], runtime: dict[str
                 tune.report({**metrics, "epoch": epoch},
                             checkpoint=tune.Checkpoint.from_directory(d))
 
-        result = train(model, ds.x_train, ds.x_test, ts.train, on_epoch=on_epoch,
-                       state_every=spec.checkpoint_every, on_state=on_state, resume=resume)
+        try:
+            result = train(model, ds.x_train, ds.x_test, ts.train, on_epoch=on_epoch,
+                           state_every=spec.checkpoint_every, on_state=on_state, resume=resume)
+        finally:  # the epochs done are recorded, whatever ended the training
+            curves.flush()
         ckpt = save_checkpoint(ts.out, result.model, ds.standardizer, {
             "dataset": ts.dataset.model_dump(mode="json"),
             "train": ts.train.model_dump(mode="json"), "best_epoch": result.best_epoch,
@@ -114,9 +121,13 @@ def _open_run(client: Any, rt: dict[str, Any], spec: Any, config: dict[str, Any]
         (run id, the last epoch already logged to it: 0 for a new run).
 
     """
+    import torch
+
     from flowtopo.tracking import provenance_tags
 
-    where = {"ray_node_id": _node_id(), "worker_pid": str(os.getpid())}
+    # where the trial runs, and on how many threads (Ray sets OMP_NUM_THREADS to its CPUs)
+    where = {"ray_node_id": _node_id(), "worker_pid": str(os.getpid()),
+             "torch_threads": str(torch.get_num_threads())}
     if run_id is None:
         _close_lost_runs(client, rt, trial_id, seed)
         run = client.create_run(

@@ -1,0 +1,324 @@
+"""What a sweep costs beyond its training, and how the MLflow queries scale with the runs.
+
+Part 1, the sweep's overhead. N identical trials (one fixed configuration: the quickstart's
+data, model and 30 epochs, a GMM prior with fixed parameters, lr 3e-3, batch 256, seed 0), at
+the quickstart's trial size and at a 5x larger one (5x the rows), trained
+
+- ``bare``: in a plain Python loop calling the training function (`flowtopo.train.train` on the
+  dataset and model the trial would build), on the threads a trial is given (1 CPU: 1 thread);
+- ``sweep``: through ``flowtopo sweep run`` (a subprocess: Ray Tune + Optuna + MLflow on a
+  sqlite store, checkpoints every 10 epochs), with 1 and with 2 concurrent trials.
+
+Reported per size: wall time per trial, the overhead ratio (sweep with 1 concurrent trial / the
+bare loop), where the difference goes (the command's start-up to the first trial's run, the
+time inside each trial's MLflow run beyond the bare training, the gaps between runs, the tail
+after the last), the cost of the per-epoch MLflow write and of one checkpoint measured on their
+own, and the throughput of 2 concurrent trials against 1, end to end and between the first
+run's start and the last run's end.
+
+Part 2, the queries. ``flowtopo priors best`` and ``flowtopo report`` (subprocesses, as a user
+runs them) on experiments holding 100 and 1,000 finished trial runs, written through the real
+MLflow client (tags, parameters, 30 epochs of curves and the summary metrics, a real checkpoint
+each, all runs sharing the one trained model's files).
+
+Targets (issue 18): overhead <= 1.10x the bare loop at the larger size; 2 concurrent trials
+>= 1.7x the throughput of 1; the queries' seconds grow at most linearly with the runs, 1,000
+runs in under 10 s. Run: ``python -m benchmarks.sweep [--trials 4] [--runs 100 1000]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from benchmarks._util import header
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "sweeps" / "quickstart.yaml"
+FIXED = {"priors": {"gmm": {"components": 8, "spread": 3.0, "scale": 0.5}},
+         "lr": [3e-3, 3e-3], "batch_size": [256]}
+
+
+def sweep_spec(size: int, trials: int, concurrent: int, experiment: str) -> dict[str, Any]:
+    """The quickstart's sweep, one fixed configuration, ``size`` x its rows."""
+    spec = yaml.safe_load(QUICKSTART.read_text())
+    spec["dataset"]["options"]["n"] *= size
+    spec.update(name=f"overhead-x{size}", search=FIXED, seeds=1, num_samples=trials,
+                max_concurrent_trials=concurrent, sampler="random",
+                mlflow={"experiment": experiment}, resources={"cpu": 1})
+    return spec
+
+
+def bare_loop(spec: dict[str, Any], trials: int, out: Path) -> list[float]:
+    """Seconds of each of ``trials`` trainings of the spec's configuration, no engines."""
+    import optuna
+    import torch
+
+    from flowtopo.data import load_dataset
+    from flowtopo.sweep.space import _suggest, resolve
+    from flowtopo.sweep.spec import SweepSpec
+    from flowtopo.train import train
+    from flowtopo.train_run import build_model
+
+    s = SweepSpec.model_validate(spec)
+    torch.set_num_threads(s.resources.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    trial = optuna.create_study().ask()
+    _suggest(trial, s)  # the flat parameters a sweep trial receives
+    times = []
+    for _ in range(trials):
+        t = time.perf_counter()
+        ts = resolve(trial.params, s, 0, str(out))
+        ds = load_dataset(ts.dataset.name, **ts.dataset.options)
+        train(build_model(ts.model, ds.dim, 0), ds.x_train, ds.x_test, ts.train)
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def bare_pair(size: int, trials: int) -> float:
+    """Wall seconds of ``trials`` bare trainings split over 2 processes at once.
+
+    The machine's own ceiling for 2 concurrent trials, without any engine.
+    """
+    t = time.perf_counter()
+    procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.sweep", "--bare", str(size),
+                               "--trials", str(n)], stdout=subprocess.DEVNULL)
+             for n in (trials - trials // 2, trials // 2)]
+    if any(p.wait() != 0 for p in procs):
+        raise SystemExit("a bare process failed")
+    return time.perf_counter() - t
+
+
+def run_sweep(spec: dict[str, Any], work: Path) -> dict[str, Any]:
+    """``flowtopo sweep run`` in a subprocess; its wall time and each trial run's span."""
+    import mlflow
+
+    work.mkdir(parents=True)
+    path = work / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    uri = f"sqlite:///{work / 'mlflow.db'}"
+    t0 = time.time()
+    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "run", str(path),
+                          "--tracking-uri", uri, "--storage", str(work / "ray"), "--json"],
+                         capture_output=True, text=True, cwd=work)
+    t1 = time.time()
+    if res.returncode != 0:
+        raise SystemExit(f"sweep failed ({res.returncode}): {res.stderr[-2000:]}")
+    summary = json.loads(res.stdout)
+    client = mlflow.MlflowClient(uri)
+    exp = client.get_experiment_by_name(spec["mlflow"]["experiment"])
+    runs = client.search_runs([exp.experiment_id],
+                              filter_string="tags.`flowtopo.kind` = 'trial'")
+    spans = sorted((r.info.start_time / 1e3, r.info.end_time / 1e3) for r in runs)
+    return {"wall": t1 - t0, "start": t0, "end": t1, "spans": spans,
+            "threads": sorted({r.data.tags.get("torch_threads") for r in runs}),
+            "failed": summary.get("failed")}
+
+
+def mlflow_epoch_write(work: Path, epochs: int = 30) -> float:
+    """Seconds of one epoch's metrics (one ``log_batch``) in a sqlite store."""
+    from flowtopo.tracking import log_metrics, mlflow_client
+
+    client = mlflow_client(f"sqlite:///{work / 'write.db'}")
+    run = client.create_run(client.create_experiment("w"))
+    metrics = {k: 0.5 for k in ("adv_d_loss", "adv_g_loss", "recon", "nll", "val_adv_loss",
+                                "val_nll", "val_recon", "val_c2st", "lr", "epoch")}
+    log_metrics(client, run.info.run_id, metrics, step=0)  # the store opened
+    t = time.perf_counter()
+    for e in range(1, epochs + 1):
+        log_metrics(client, run.info.run_id, metrics, step=e)
+    return (time.perf_counter() - t) / epochs
+
+
+def checkpoint_cost(spec: dict[str, Any], work: Path) -> float:
+    """Seconds to write one mid-training state and copy it into Ray's storage, as a trial does."""
+    import optuna
+
+    from flowtopo.data import load_dataset
+    from flowtopo.sweep.space import _suggest, resolve
+    from flowtopo.sweep.spec import SweepSpec
+    from flowtopo.train import train
+    from flowtopo.train_run import build_model
+
+    s = SweepSpec.model_validate(spec)
+    trial = optuna.create_study().ask()
+    _suggest(trial, s)
+    ts = resolve(trial.params, s, 0, str(work / "ck"))
+    ts.train.epochs = 2
+    ds = load_dataset(ts.dataset.name, **ts.dataset.options)
+    states: list[Any] = []
+    train(build_model(ts.model, ds.dim, 0), ds.x_train, ds.x_test, ts.train, state_every=1,
+          on_state=states.append)
+    times = []
+    for i in range(5):
+        t = time.perf_counter()
+        d = work / f"state{i}"
+        d.mkdir()
+        states[-1].save(str(d / "train_state.pt"))
+        shutil.copytree(d, work / f"stored{i}")
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def overhead(size: int, trials: int, work: Path) -> None:
+    spec1 = sweep_spec(size, trials, 1, f"x{size}-c1")
+    bare = bare_loop(spec1, trials, work / f"bare{size}")
+    one = run_sweep(spec1, work / f"sweep{size}-c1")
+    two = run_sweep(sweep_spec(size, trials, 2, f"x{size}-c2"), work / f"sweep{size}-c2")
+    pair = bare_pair(size, trials)
+    per_bare = statistics.mean(bare)
+    spans = one["spans"]
+    inside = statistics.mean(e - s for s, e in spans)
+    gaps = sum(max(0.0, spans[i + 1][0] - spans[i][1]) for i in range(len(spans) - 1))
+    print(f"\n## trial size x{size} ({sweep_spec(size, 1, 1, '')['dataset']['options']['n']} "
+          f"rows, 30 epochs), {trials} trials; trial runs' torch threads: "
+          f"{one['threads']} (1 concurrent), {two['threads']} (2 concurrent)\n")
+    print("| | seconds per trial | ratio to the bare loop |")
+    print("|---|---|---|")
+    print(f"| bare loop (1 thread) | {per_bare:.2f} | 1.00 |")
+    print(f"| `sweep run`, 1 concurrent, end to end | {one['wall'] / trials:.2f} | "
+          f"{one['wall'] / trials / per_bare:.2f} |")
+    print(f"| `sweep run`, 1 concurrent, first run's start to last run's end | "
+          f"{(spans[-1][1] - spans[0][0]) / trials:.2f} | "
+          f"{(spans[-1][1] - spans[0][0]) / trials / per_bare:.2f} |")
+    print(f"| `sweep run`, 2 concurrent, end to end | {two['wall'] / trials:.2f} | "
+          f"{two['wall'] / trials / per_bare:.2f} |")
+    print("\nwhere the 1-concurrent sweep's time goes (seconds, whole sweep):\n")
+    print("| start-up to the first run | inside the runs beyond bare training | gaps between "
+          "runs | after the last run | total |")
+    print("|---|---|---|---|---|")
+    print(f"| {spans[0][0] - one['start']:.1f} | {trials * (inside - per_bare):.1f} | "
+          f"{gaps:.1f} | {one['end'] - spans[-1][1]:.1f} | {one['wall'] - trials * per_bare:.1f} "
+          "|")
+    steady1 = trials / (spans[-1][1] - spans[0][0])
+    s2 = two["spans"]
+    steady2 = trials / (max(e for _, e in s2) - s2[0][0])
+    print(f"\nthroughput, 2 concurrent / 1: end to end {one['wall'] / two['wall']:.2f}x, "
+          f"first run's start to last run's end {steady2 / steady1:.2f}x; the machine's "
+          f"ceiling (2 bare processes at once, 1 thread each, against the bare loop): "
+          f"{sum(bare) / pair:.2f}x")
+
+
+def make_runs(uri: str, experiment: str, n: int, ckpt: Path, history: list[dict[str, float]],
+              summary: dict[str, float], params: dict[str, Any]) -> None:
+    """``n`` finished trial runs, as a sweep leaves them, through the MLflow client."""
+    import numpy as np
+
+    from flowtopo.tracking import MetricBuffer, log_metrics, log_params, mlflow_client
+
+    client = mlflow_client(uri)
+    exp = client.create_experiment(experiment)
+    rng = np.random.default_rng(0)
+    families = ("gmm", "hierarchical_gmm", "flow_prior")
+    for i in range(n):
+        fam = families[i % 3]
+        run = client.create_run(exp, run_name=f"{fam}-s0-{i:05d}", tags={
+            "flowtopo.kind": "trial", "family": fam, "dataset": "hierarchical", "seed": "0",
+            "sweep_id": "generated", "phase": "search"})
+        rid = run.info.run_id
+        log_params(client, rid, {**params, "optuna": {"prior": fam, "lr": 3e-3}})
+        jitter = float(rng.uniform(0.9, 1.1))
+        curves = MetricBuffer(client, rid, flush_s=3600)  # the curves in one request
+        for e, m in enumerate(history, 1):
+            curves.log({k: v * jitter for k, v in m.items()}, e)
+        curves.flush()
+        log_metrics(client, rid, {k: v * jitter for k, v in summary.items()})
+        client.log_artifacts(rid, str(ckpt), "checkpoint")
+        client.set_terminated(rid, "FINISHED")
+
+
+def timed_cli(args: list[str], cwd: Path) -> float:
+    t = time.perf_counter()
+    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", *args], capture_output=True,
+                         text=True, cwd=cwd)
+    if res.returncode != 0:
+        raise SystemExit(f"{' '.join(args)} failed: {res.stderr[-2000:]}")
+    return time.perf_counter() - t
+
+
+def queries(sizes: list[int], work: Path) -> None:
+    import optuna
+    import torch
+
+    from flowtopo.checkpoint import save_checkpoint
+    from flowtopo.data import load_dataset
+    from flowtopo.sweep.space import _suggest, resolve
+    from flowtopo.sweep.spec import SweepSpec
+    from flowtopo.train import train
+    from flowtopo.train_run import build_model, summary_metrics
+
+    torch.set_num_threads(1)
+    s = SweepSpec.model_validate(sweep_spec(1, 1, 1, "q"))
+    trial = optuna.create_study().ask()
+    _suggest(trial, s)
+    ts = resolve(trial.params, s, 0, str(work / "ck"))
+    ds = load_dataset(ts.dataset.name, **ts.dataset.options)
+    result = train(build_model(ts.model, ds.dim, 0), ds.x_train, ds.x_test, ts.train)
+    ckpt = save_checkpoint(work / "ckpt", result.model, ds.standardizer, {
+        "dataset": ts.dataset.model_dump(mode="json"), "train": ts.train.model_dump(mode="json"),
+        "best_epoch": result.best_epoch, "test": result.test})
+    params = ts.model_dump(mode="json", exclude={"out", "mlflow"})
+    summary = {**summary_metrics(result), **result.test}
+    print("\n## `priors best` and `report` against the runs in an experiment\n")
+    print("| finished runs | writing them (s) | `priors best` (s) | `report` (s) |")
+    print("|---|---|---|---|")
+    rows = []
+    for n in sizes:
+        d = work / f"runs{n}"
+        d.mkdir()
+        uri = f"sqlite:///{d / 'mlflow.db'}"
+        t = time.perf_counter()
+        make_runs(uri, "scale", n, ckpt, result.history, summary, params)
+        made = time.perf_counter() - t
+        best = timed_cli(["priors", "best", "--experiment", "scale", "--tracking-uri", uri,
+                          "--json"], d)
+        report = timed_cli(["report", "--experiment", "scale", "--tracking-uri", uri,
+                            "--out", str(d / "report")], d)
+        rows.append((n, best, report))
+        print(f"| {n} | {made:.0f} | {best:.1f} | {report:.1f} |", flush=True)
+    if len(rows) >= 2:
+        (n0, b0, r0), (n1, b1, r1) = rows[0], rows[-1]
+        print(f"\ngrowth from {n0} to {n1} runs ({n1 / n0:.0f}x the runs): `priors best` "
+              f"{b1 / b0:.2f}x, `report` {r1 / r0:.2f}x; per extra run: "
+              f"{(b1 - b0) / (n1 - n0) * 1e3:.1f} ms and {(r1 - r0) / (n1 - n0) * 1e3:.1f} ms")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, default=4)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1, 5])
+    ap.add_argument("--runs", type=int, nargs="+", default=[100, 1000])
+    ap.add_argument("--skip", choices=["overhead", "queries"], default=None)
+    ap.add_argument("--bare", type=int, default=None, help=argparse.SUPPRESS)  # bare_pair's
+    args = ap.parse_args()
+    if args.bare is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            bare_loop(sweep_spec(args.bare, args.trials, 1, ""), args.trials, Path(tmp))
+        return
+    header("a sweep's overhead over its training; priors best and report against many runs")
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        if args.skip != "overhead":
+            spec = sweep_spec(1, 1, 1, "")
+            print(f"\none epoch's MLflow write (sqlite, one log_batch): "
+                  f"{mlflow_epoch_write(work) * 1e3:.1f} ms; one checkpoint (state saved and "
+                  f"copied into storage): {checkpoint_cost(spec, work) * 1e3:.1f} ms")
+            for size in args.sizes:
+                overhead(size, args.trials, work)
+        if args.skip != "queries":
+            queries(args.runs, work)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    main()
