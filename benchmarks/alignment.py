@@ -24,7 +24,7 @@ from benchmarks._util import header
 from flowtopo.data import warped_pair
 from flowtopo.errors import InputError
 from flowtopo.matching import LatentSpace, align
-from flowtopo.metrics import translation_scores
+from flowtopo.paired_scores import translation_scores
 
 SETTINGS = {
     "k=2, 5 clusters": (2, [[3, 1], [2, [1, 1]]]),

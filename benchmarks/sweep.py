@@ -68,7 +68,7 @@ def bare_loop(spec: dict[str, Any], trials: int, out: Path) -> list[float]:
     from flowtopo.sweep.space import _suggest, resolve
     from flowtopo.sweep.spec import SweepSpec
     from flowtopo.train import train
-    from flowtopo.train_run import build_model
+    from flowtopo.train_job import build_model
 
     s = SweepSpec.model_validate(spec)
     torch.set_num_threads(s.resources.threads)
@@ -148,7 +148,7 @@ def checkpoint_cost(spec: dict[str, Any], work: Path) -> float:
     from flowtopo.sweep.space import _suggest, resolve
     from flowtopo.sweep.spec import SweepSpec
     from flowtopo.train import train
-    from flowtopo.train_run import build_model
+    from flowtopo.train_job import build_model
 
     s = SweepSpec.model_validate(spec)
     trial = optuna.create_study().ask()
@@ -255,7 +255,7 @@ def queries(sizes: list[int], work: Path) -> None:
     from flowtopo.sweep.space import _suggest, resolve
     from flowtopo.sweep.spec import SweepSpec
     from flowtopo.train import train
-    from flowtopo.train_run import build_model, summary_metrics
+    from flowtopo.train_job import build_model, summary_metrics
 
     torch.set_num_threads(1)
     s = SweepSpec.model_validate(sweep_spec(1, 1, 1, "q"))

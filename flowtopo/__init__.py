@@ -11,7 +11,7 @@ from flowtopo._version import __version__ as __version__  # re-exported
 
 if TYPE_CHECKING:  # what the lazy names are, for type checkers and IDEs (no import at run time)
     from flowtopo.matching import AlignResult, LatentSpace, align
-    from flowtopo.metrics import translation_scores
+    from flowtopo.paired_scores import translation_scores
     from flowtopo.topology import DensityTree, density_tree
 
 _LAZY = {
@@ -20,7 +20,7 @@ _LAZY = {
     "AlignResult": ("flowtopo.matching", "AlignResult"),
     "density_tree": ("flowtopo.topology", "density_tree"),
     "DensityTree": ("flowtopo.topology", "DensityTree"),
-    "translation_scores": ("flowtopo.metrics", "translation_scores"),
+    "translation_scores": ("flowtopo.paired_scores", "translation_scores"),
 }
 
 __all__ = ["AlignResult", "DensityTree", "LatentSpace", "align", "density_tree",

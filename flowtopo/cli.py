@@ -549,8 +549,9 @@ def train_cmd(
     """Train one flow auto-encoder without Ray; write its checkpoint directory."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flowtopo.specs import TrainSpec, load_spec, override
-    from flowtopo.train_run import check_out, run_train_spec
+    from flowtopo.train_job import check_out, run_train_spec
+    from flowtopo.train_spec import TrainSpec
+    from flowtopo.yaml_io import load_spec, override
 
     spec = load_spec(config, TrainSpec)
     changes = {"out": None if out is None else str(out), "train.epochs": epochs}
@@ -705,9 +706,9 @@ def sweep_validate(
     samples: Annotated[int, typer.Option(help="Configurations to draw (dry run).")] = 3,
 ) -> None:
     """Check a sweep YAML and print a few configurations drawn from its search space."""
-    from flowtopo.specs import load_spec
     from flowtopo.sweep.space import check_grid, sample_configs, trial_budget
     from flowtopo.sweep.spec import SweepSpec
+    from flowtopo.yaml_io import load_spec
 
     spec = load_spec(file, SweepSpec)
     _check_trials(file, spec)  # dataset, every family's config and model, as a trial builds them
@@ -749,11 +750,11 @@ def sweep_run(
     """Run a sweep to the end (local Ray by default, sqlite MLflow under ./flowtopo-runs)."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flowtopo.specs import load_spec
     from flowtopo.sweep.progress import RichProgress
     from flowtopo.sweep.runner import run_sweep
     from flowtopo.sweep.space import trial_budget
     from flowtopo.sweep.spec import SweepSpec
+    from flowtopo.yaml_io import load_spec
 
     spec = load_spec(file, SweepSpec)
     _check_trials(file, spec)  # a spec no trial could run fails here, before Ray starts

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from flowtopo.errors import InputError
-from flowtopo.fit_metrics import c2st_accuracy, noise_kl
 from flowtopo.model import FlowAE
+from flowtopo.prior_fit import c2st_accuracy, noise_kl
 from flowtopo.regularizers import SAMPLE_REGULARIZERS, Discriminator
 from flowtopo.train_config import TrainConfig
 

@@ -1,6 +1,6 @@
 """Training configuration without torch: `TrainConfig`, the regularizer names, the noise default.
 
-Specs (``flowtopo.specs``, ``flowtopo.sweep.spec``) validate YAML against these; importing them
+Specs (``flowtopo.train_spec``, ``flowtopo.sweep.spec``) validate YAML against these; importing them
 must not load torch (a sweep is validated on a driver that may have none, in a fraction of a
 second). The training loop (``flowtopo.train``), the regularizers and the model import them.
 """

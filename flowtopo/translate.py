@@ -45,7 +45,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from flowtopo.errors import InputError
-from flowtopo.specs import Named
+from flowtopo.train_spec import Named
 
 MAP_FILE, SIDE_FILE = "map.json", "side.json"
 K_SEARCH = (8, 6, 4)

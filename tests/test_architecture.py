@@ -14,15 +14,15 @@ LAYERS = {
     "errors": 0, "plotting": 0, "_version": 0,
     "data": 1,
     "flows": 2, "priors": 2, "model": 2, "regularizers": 2, "train": 2, "checkpoint": 2,
-    "train_config": 1,
-    "fit_metrics": 2, "representations": 2,
+    "train_config": 1, "train_spec": 1, "yaml_io": 1,
+    "prior_fit": 2, "representations": 2,
     "topology": 3,
-    "matching": 4, "metrics": 4,
-    "specs": 5, "runtime": 5, "train_run": 5, "translate": 5, "tracking": 5, "sweep": 5,
+    "matching": 4, "paired_scores": 4,
+    "runtime": 5, "train_job": 5, "translate": 5, "tracking": 5, "sweep": 5,
     "pipeline": 5,
     "cli": 6,
 }
-NUMPY_ONLY = ("topology", "matching", "metrics", "data")  # usable without torch, Ray, MLflow
+NUMPY_ONLY = ("topology", "matching", "paired_scores", "data")  # usable without torch, Ray, MLflow
 HEAVY = ("torch", "ray", "mlflow", "optuna")
 
 
@@ -83,7 +83,8 @@ def test_the_spec_modules_load_without_torch():
     import subprocess
     import sys
 
-    code = ("import sys, flowtopo.specs, flowtopo.sweep.spec, flowtopo.train_config; "
+    code = ("import sys, flowtopo.train_spec, flowtopo.yaml_io, flowtopo.sweep.spec, "
+            "flowtopo.train_config; "
             "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120, check=True)

@@ -46,7 +46,7 @@ def test_priors_best_ranks_two_sample_accuracy_by_its_distance_from_chance(tmp_p
 
 
 def test_the_best_c2st_of_a_run_is_its_epoch_closest_to_chance():
-    from flowtopo.train_run import best_over_epochs
+    from flowtopo.train_job import best_over_epochs
 
     history = [{"val_c2st": 0.7}, {"val_c2st": 0.48}, {"val_c2st": 0.55}, {"val_c2st": 0.3}]
     assert best_over_epochs(history)["best_c2st"] == 0.48

@@ -14,7 +14,7 @@ from flowtopo.matching import (
     align_models,
     fit_map,
 )
-from flowtopo.metrics import translation_scores
+from flowtopo.paired_scores import translation_scores
 
 SHAPES = {2: [[3, 1], [2, [1, 1]]], 3: [[3, 1], [2, [1, 1]]], 4: [[3, 1], [2, [1, 1]]],
           5: [[3, 1], [2, [1, 1]], [1, [2, 1]]], 6: [[3, 1], [2, [1, 1]], [1, [2, 1]]]}

@@ -6,9 +6,9 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from flowtopo.specs import load_spec
 from flowtopo.sweep.space import sample_configs
 from flowtopo.sweep.spec import SweepSpec
+from flowtopo.yaml_io import load_spec
 
 SWEEPS = sorted(Path("sweeps").glob("*.yaml"))
 

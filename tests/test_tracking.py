@@ -48,22 +48,22 @@ def test_a_run_ends_finished_failed_or_killed_never_running(tmp_path, raised, st
 
 
 def test_a_training_run_whose_checkpoint_save_fails_is_failed(tmp_path, monkeypatch):
-    import flowtopo.train_run as train_run
-    from flowtopo.specs import TrainSpec
+    import flowtopo.train_job as train_job
+    from flowtopo.train_spec import TrainSpec
 
     uri, client, exp = _client(tmp_path)
 
     def broken_save(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr(train_run, "save_checkpoint", broken_save)
+    monkeypatch.setattr(train_job, "save_checkpoint", broken_save)
     spec = TrainSpec.model_validate({
         "dataset": {"name": "hierarchical", "options": {"n": 300}},
         "model": {"k": 2, "flow": {"name": "coupling", "params": {"layers": 2}}},
         "train": {"epochs": 1}, "out": str(tmp_path / "ckpt"),
         "mlflow": {"experiment": "life", "tracking_uri": uri}})
     with pytest.raises(OSError, match="disk full"):
-        train_run.run_train_spec(spec)
+        train_job.run_train_spec(spec)
     (run,) = client.search_runs([exp])
     assert run.info.status == "FAILED" and "disk full" in run.data.tags["error"]
 
@@ -93,8 +93,8 @@ def test_a_run_carries_its_provenance_and_its_config_without_runtime_paths(tmp_p
     import re
 
     import flowtopo
-    from flowtopo.specs import TrainSpec
-    from flowtopo.train_run import run_train_spec
+    from flowtopo.train_job import run_train_spec
+    from flowtopo.train_spec import TrainSpec
 
     uri, client, exp = _client(tmp_path)
     spec = TrainSpec.model_validate({
@@ -180,11 +180,11 @@ def test_metric_buffer_writes_several_epochs_a_request_and_everything_at_flush(t
 
 
 def test_a_training_run_that_fails_keeps_the_epochs_it_trained(tmp_path, monkeypatch):
-    import flowtopo.train_run as train_run
-    from flowtopo.specs import TrainSpec
+    import flowtopo.train_job as train_job
+    from flowtopo.train_spec import TrainSpec
 
     uri, client, exp = _client(tmp_path)
-    real_train = train_run.train
+    real_train = train_job.train
 
     def breaks_after_two_epochs(*args, on_epoch, **kwargs):
         def count(epoch, metrics):
@@ -193,14 +193,14 @@ def test_a_training_run_that_fails_keeps_the_epochs_it_trained(tmp_path, monkeyp
                 raise RuntimeError("node lost")
         return real_train(*args, on_epoch=count, **kwargs)
 
-    monkeypatch.setattr(train_run, "train", breaks_after_two_epochs)
+    monkeypatch.setattr(train_job, "train", breaks_after_two_epochs)
     spec = TrainSpec.model_validate({
         "dataset": {"name": "hierarchical", "options": {"n": 300}},
         "model": {"k": 2, "flow": {"name": "coupling", "params": {"layers": 2}}},
         "train": {"epochs": 5}, "out": str(tmp_path / "ckpt"),
         "mlflow": {"experiment": "life", "tracking_uri": uri}})
     with pytest.raises(RuntimeError, match="node lost"):
-        train_run.run_train_spec(spec)
+        train_job.run_train_spec(spec)
     (run,) = client.search_runs([exp])
     assert run.info.status == "FAILED"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "epoch")] == [1, 2]

@@ -186,7 +186,8 @@ def test_train_cli_bad_yaml_is_one_line_exit_2(tmp_path):
     assert res.output.startswith("error: ") and len(res.output.strip().splitlines()) == 1
     assert "train.epochs" in res.output
     with pytest.raises(InputError, match=r"line \d+: train.epochs"):
-        from flowtopo.specs import TrainSpec, load_spec
+        from flowtopo.train_spec import TrainSpec
+        from flowtopo.yaml_io import load_spec
 
         load_spec(path, TrainSpec)
 
@@ -225,7 +226,7 @@ def test_train_refuses_bad_out_and_overrides_with_one_line(tmp_path, overrides, 
 
 
 def test_best_over_epochs_is_each_metrics_minimum_over_the_epochs_that_hold_it():
-    from flowtopo.train_run import best_over_epochs
+    from flowtopo.train_job import best_over_epochs
 
     history = [{"val_nll": 3.0, "val_adv_loss": 1.0}, {"val_nll": 2.0, "val_adv_loss": 1.5},
                {"val_nll": 2.5, "train_loss": -9.0}]

@@ -18,7 +18,6 @@ from flowtopo.matching._baselines import (
     align_relative,
 )
 from flowtopo.matching._fit_check import POOR_FIT_C2ST, FitCheck, c2st_fit_check
-from flowtopo.matching._fit_quality import sliced_wasserstein
 from flowtopo.matching._many import (
     ManyResult,
     align_many,
@@ -36,6 +35,7 @@ from flowtopo.matching._result import (
     LatentSpace,
 )
 from flowtopo.matching._transforms import TRANSFORMS, fit_map
+from flowtopo.matching._translation_fit import sliced_wasserstein
 from flowtopo.matching._tree_match import TreeMatcher, TreeMatching
 from flowtopo.matching._tree_method import NotIdentifiable, align_tree, leaf_agreement
 

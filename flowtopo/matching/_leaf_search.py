@@ -22,9 +22,9 @@ import itertools
 
 import numpy as np
 
-from flowtopo.matching._fit_quality import fit_score
 from flowtopo.matching._result import LatentSpace
 from flowtopo.matching._transforms import fit_map
+from flowtopo.matching._translation_fit import fit_score
 from flowtopo.matching._tree_match import TreeMatching
 from flowtopo.topology import DensityTree
 

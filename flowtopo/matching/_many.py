@@ -40,7 +40,7 @@ def align_many(spaces: dict[str, LatentSpace | np.ndarray],
 
     """
     from flowtopo.matching import align
-    from flowtopo.metrics import cycle_error
+    from flowtopo.paired_scores import cycle_error
 
     if len(spaces) < 2:
         raise InputError("align_many needs at least two latent spaces")
@@ -94,7 +94,7 @@ def align_models(model_a: Any, model_b: Any, x: np.ndarray, *, seed: int = 0,
     """Align two trained `flowtopo.model.FlowAE` s on the same data ``x`` (n, D).
 
     The models encode disjoint halves of ``x`` (`model_spaces`). Evaluate on a separate paired
-    test set with `flowtopo.metrics.translation_scores`. The result's ``info["source_rows"]``
+    test set with `flowtopo.paired_scores.translation_scores`. The result's ``info["source_rows"]``
     and ``info["target_rows"]`` hold which rows of ``x`` each model encoded, so callers can
     label the source tree's members.
     """

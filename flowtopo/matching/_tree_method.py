@@ -39,7 +39,6 @@ import numpy as np
 
 from flowtopo.errors import InputError
 from flowtopo.matching._cues import consensus, cue_candidates, leaf_cues
-from flowtopo.matching._fit_quality import fit_score
 from flowtopo.matching._leaf_search import (
     centroid_fit,
     leaf_candidates,
@@ -49,6 +48,7 @@ from flowtopo.matching._leaf_search import (
 from flowtopo.matching._ml_polish import ml_polish
 from flowtopo.matching._result import AlignResult, Candidate, LatentSpace
 from flowtopo.matching._transforms import fit_map, fit_piecewise, fit_residual
+from flowtopo.matching._translation_fit import fit_score
 from flowtopo.matching._tree_match import TreeMatcher, TreeMatching
 from flowtopo.topology import DensityTree, density_tree
 

@@ -81,9 +81,9 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     from flowtopo.pipeline.best import best_priors
     from flowtopo.pipeline.match import MatchConfig, run_match
     from flowtopo.pipeline.report import build_report
-    from flowtopo.specs import parse_spec
     from flowtopo.sweep.runner import run_sweep
     from flowtopo.sweep.spec import SweepSpec
+    from flowtopo.yaml_io import parse_spec
 
     t0 = time.perf_counter()
     out = Path(cfg.out).resolve()

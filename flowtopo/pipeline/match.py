@@ -148,7 +148,7 @@ def align_pair(ckpt_a: dict[str, bytes], ckpt_b: dict[str, bytes], dataset: dict
     """
     from flowtopo.data import load_dataset
     from flowtopo.matching import align, model_spaces
-    from flowtopo.metrics import translation_scores
+    from flowtopo.paired_scores import translation_scores
 
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -435,7 +435,7 @@ def _record_composed(client: Any, exp_id: str, parent_id: str, hub: str,
     that failed or cannot be inverted fails with that reason.
     """
     from flowtopo.matching import align
-    from flowtopo.metrics import translation_scores
+    from flowtopo.paired_scores import translation_scores
     from flowtopo.tracking import log_metrics
 
     legs = {a: res for (a, _), res in results.items()}
@@ -493,7 +493,7 @@ def _record_composed(client: Any, exp_id: str, parent_id: str, hub: str,
 def _cycles(results: dict[tuple[str, str], dict[str, Any]],
             names: dict[str, str]) -> list[dict[str, Any]]:
     """Cycle error of every ordered triple whose three pairs aligned (on a's test latents)."""
-    from flowtopo.metrics import cycle_error
+    from flowtopo.paired_scores import cycle_error
 
     out = []
     for a, b, c in itertools.permutations(names, 3):

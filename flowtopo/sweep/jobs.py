@@ -76,9 +76,9 @@ def submit(file: Path, address: str, *, tracking_uri: str | None = None,
     credentials in this environment (`FORWARDED`) and ``$FLOWTOPO_OPTUNA_STORAGE`` go to the
     job's environment.
     """
-    from flowtopo.specs import load_spec
     from flowtopo.sweep.spec import SweepSpec
     from flowtopo.tracking import resolve_tracking_uri
+    from flowtopo.yaml_io import load_spec
 
     spec = load_spec(file, SweepSpec)
     uri = resolve_tracking_uri(tracking_uri or spec.mlflow.tracking_uri)

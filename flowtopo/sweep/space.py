@@ -10,9 +10,9 @@ import warnings
 from typing import Any
 
 from flowtopo.priors import PRIORS, suggest_float, suggest_prior
-from flowtopo.specs import DatasetSpec, ModelSpec, Named, TrainSpec
 from flowtopo.sweep.spec import SEARCHABLE_MODEL, SEARCHABLE_TRAIN, SweepSpec
 from flowtopo.train import TrainConfig
+from flowtopo.train_spec import DatasetSpec, ModelSpec, Named, TrainSpec
 
 
 def _suggest(trial: Any, spec: SweepSpec) -> dict[str, Any]:
@@ -158,7 +158,7 @@ def check_trials(spec: SweepSpec, seed: int = 0) -> int:
 
     from flowtopo.data import load_dataset
     from flowtopo.errors import InputError
-    from flowtopo.train_run import build_model
+    from flowtopo.train_job import build_model
 
     ds = load_dataset(spec.dataset.name, **spec.dataset.options)
     k = int(spec.model.get("k", 2))

@@ -6,8 +6,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from flowtopo.specs import DatasetSpec, MlflowSpec
 from flowtopo.train_config import Regularizer
+from flowtopo.train_spec import DatasetSpec, MlflowSpec
 
 # What else a sweep can search besides priors, lr, batch size and flow choices (name -> whether
 # its range is searched log-uniformly when the narrowing does not say).
@@ -191,8 +191,8 @@ class SweepSpec(BaseModel):
 
     @model_validator(mode="after")
     def _check_model_and_train(self) -> SweepSpec:
-        from flowtopo.specs import ModelSpec
         from flowtopo.train import TrainConfig
+        from flowtopo.train_spec import ModelSpec
 
         ModelSpec.model_validate({**self.model, "prior": {"name": "gaussian"}})
         forbidden = {"lr", "batch_size", "regularizer", "seed", "device"} & set(self.train)

@@ -35,7 +35,7 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any], runtime: dict[str
     from flowtopo.sweep.spec import SweepSpec
     from flowtopo.tracking import MetricBuffer, log_metrics, log_params, mlflow_client
     from flowtopo.train import train
-    from flowtopo.train_run import build_model, summary_metrics
+    from flowtopo.train_job import build_model, summary_metrics
 
     spec = SweepSpec.model_validate(sweep)
     torch.set_num_threads(spec.resources.threads)  # the CPUs Ray gave the trial, no more
@@ -198,7 +198,7 @@ def _node_id() -> str:
 def _stopped_early(client: Any, run_id: str, history: list[dict[str, float]]) -> None:
     """Close the run of a trial the scheduler stopped: KILLED, with best-so-far summaries."""
     from flowtopo.tracking import log_metrics
-    from flowtopo.train_run import best_over_epochs
+    from flowtopo.train_job import best_over_epochs
 
     summary = best_over_epochs(history)
     if summary:

@@ -12,8 +12,8 @@ from flowtopo.checkpoint import save_checkpoint
 from flowtopo.data import Dataset, load_dataset
 from flowtopo.errors import InputError
 from flowtopo.model import FlowAE
-from flowtopo.specs import ModelSpec, TrainSpec
 from flowtopo.train import TrainResult, train
+from flowtopo.train_spec import ModelSpec, TrainSpec
 
 
 @dataclass

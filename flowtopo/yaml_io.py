@@ -1,4 +1,4 @@
-"""YAML specs read into pydantic models, with errors that name the key path and the line.
+"""YAML read into pydantic models, with errors that name the key path and the line.
 
 YAML is always read with ``yaml.safe_load`` semantics (``SafeLoader``).
 """
@@ -9,62 +9,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
 from flowtopo.errors import InputError
-from flowtopo.train_config import NOISE_STD, TrainConfig
 
 M = TypeVar("M", bound=BaseModel)
-
-
-class Named(BaseModel):
-    """A registry choice: ``{name, params}``."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-class DatasetSpec(BaseModel):
-    """Which data: a registry name or a file path, and loader options."""
-
-    model_config = ConfigDict(extra="forbid")
-    name: str = Field(description="Registry name (flowtopo data list) or a .npy/.npz/.csv path.")
-    options: dict[str, Any] = Field(default_factory=dict)
-
-
-class ModelSpec(BaseModel):
-    """One FlowAE: latent dim, noise std, flow and prior."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-    k: int = Field(2, ge=1, description="Latent dimension.")
-    noise_std: float = Field(NOISE_STD, gt=0, description="σ of the noise dims (its start when "
-                             "learned).")
-    learn_noise: bool = Field(True, description="Train σ: a constant-Jacobian scale, so the "
-                              "density stays exact and the tree unchanged.")
-    flow: Named = Field(default_factory=lambda: Named(name="coupling"))
-    prior: Named = Field(default_factory=lambda: Named(name="gmm"))
-
-
-class MlflowSpec(BaseModel):
-    """Where runs are recorded."""
-
-    model_config = ConfigDict(extra="forbid")
-    experiment: str = "flowtopo"
-    tracking_uri: str | None = Field(None, description="Default: MLFLOW_TRACKING_URI, else a "
-                                     "sqlite file under ./flowtopo-runs.")
-
-
-class TrainSpec(BaseModel):
-    """``flowtopo train CONFIG.yaml``: one model, no Ray."""
-
-    model_config = ConfigDict(extra="forbid")
-    dataset: DatasetSpec
-    model: ModelSpec = Field(default_factory=ModelSpec)
-    train: TrainConfig = Field(default_factory=TrainConfig)
-    out: str = Field("flowtopo-runs/model", min_length=1,
-                     description="Checkpoint directory to write.")
-    mlflow: MlflowSpec | None = None
 
 
 def _line_of(root: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
