@@ -85,18 +85,19 @@ def bare_loop(spec: dict[str, Any], trials: int, out: Path) -> list[float]:
     return times
 
 
-def bare_pair(size: int, trials: int) -> float:
-    """Wall seconds of ``trials`` bare trainings split over 2 processes at once.
+def bare_pair(size: int, trials: int) -> list[float]:
+    """Seconds of each bare training when 2 processes train at once (``trials`` in all).
 
-    The machine's own ceiling for 2 concurrent trials, without any engine.
+    The machine's own ceiling for 2 concurrent trials, without any engine: each process times
+    its trainings only (not its start-up), as the bare loop does.
     """
-    t = time.perf_counter()
     procs = [subprocess.Popen([sys.executable, "-m", "benchmarks.sweep", "--bare", str(size),
-                               "--trials", str(n)], stdout=subprocess.DEVNULL)
+                               "--trials", str(n)], stdout=subprocess.PIPE, text=True)
              for n in (trials - trials // 2, trials // 2)]
-    if any(p.wait() != 0 for p in procs):
+    outs = [p.communicate()[0] for p in procs]
+    if any(p.returncode != 0 for p in procs):
         raise SystemExit("a bare process failed")
-    return time.perf_counter() - t
+    return [t for out in outs for t in json.loads(out.strip().splitlines()[-1])]
 
 
 def run_sweep(spec: dict[str, Any], work: Path) -> dict[str, Any]:
@@ -205,8 +206,8 @@ def overhead(size: int, trials: int, work: Path) -> None:
     steady2 = trials / (max(e for _, e in s2) - s2[0][0])
     print(f"\nthroughput, 2 concurrent / 1: end to end {one['wall'] / two['wall']:.2f}x, "
           f"first run's start to last run's end {steady2 / steady1:.2f}x; the machine's "
-          f"ceiling (2 bare processes at once, 1 thread each, against the bare loop): "
-          f"{sum(bare) / pair:.2f}x")
+          f"ceiling (2 bare processes training at once, 1 thread each, against the bare loop):"
+          f" {2 * per_bare / statistics.mean(pair):.2f}x")
 
 
 def make_runs(uri: str, experiment: str, n: int, ckpt: Path, history: list[dict[str, float]],
@@ -303,7 +304,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.bare is not None:
         with tempfile.TemporaryDirectory() as tmp:
-            bare_loop(sweep_spec(args.bare, args.trials, 1, ""), args.trials, Path(tmp))
+            print(json.dumps(bare_loop(sweep_spec(args.bare, args.trials, 1, ""), args.trials,
+                                       Path(tmp))))
         return
     header("a sweep's overhead over its training; priors best and report against many runs")
     with tempfile.TemporaryDirectory() as tmp:
