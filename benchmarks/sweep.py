@@ -218,7 +218,8 @@ def make_runs(uri: str, experiment: str, n: int, ckpt: Path, history: list[dict[
     from flowtopo.tracking import MetricBuffer, log_metrics, log_params, mlflow_client
 
     client = mlflow_client(uri)
-    exp = client.create_experiment(experiment)
+    # artifacts beside the store, not in ./mlruns of wherever the benchmark runs
+    exp = client.create_experiment(experiment, artifact_location=str(ckpt.parent / "artifacts"))
     rng = np.random.default_rng(0)
     families = ("gmm", "hierarchical_gmm", "flow_prior")
     for i in range(n):

@@ -330,6 +330,33 @@ def test_report_loads_in_headless_chromium_without_errors(report):
     assert broken == 0
 
 
+def test_the_report_reads_the_trial_runs_once(report, swept, tmp_path, monkeypatch):
+    """Each query returns every run with all its parameters (~3 s per 1,000 runs on sqlite):
+    the report ranked the families by querying the same runs three times (benchmarks/sweep.py:
+    19 s at 1,000 runs)."""
+    import mlflow
+
+    from flowtopo.pipeline.best import best_priors
+    from flowtopo.pipeline.report import build_report
+
+    queries = []
+    real = mlflow.MlflowClient.search_runs
+
+    def counted(self, *args, **kwargs):
+        queries.append(kwargs.get("filter_string", args[1] if len(args) > 1 else ""))
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow.MlflowClient, "search_runs", counted)
+    page = build_report("pipe", tmp_path / "again", tracking_uri=swept["uri"])
+    assert sum("'trial'" in q for q in queries) == 1, queries
+    table = re.search(r'id="families".*?</table>', page.read_text(), re.S).group(0)
+    # the same families and winners as the CLI's report (built with best_priors' own query)
+    assert table == re.search(r'id="families".*?</table>', report.read_text(), re.S).group(0)
+    best = best_priors("pipe", tracking_uri=swept["uri"], top=3)
+    assert re.findall(r"<code>([0-9a-f]+)</code>", table) == [r["run_id"] for r in best]
+    assert len(best) >= 2
+
+
 def test_report_of_an_unknown_experiment_is_exit_2(swept, tmp_path):
     res = cli("report", "--experiment", "nope", "--tracking-uri", swept["uri"], "--out",
               str(tmp_path), timeout=120)

@@ -120,7 +120,7 @@ def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None =
     """
     import jinja2
 
-    from flowtopo.pipeline.best import best_priors
+    from flowtopo.pipeline.best import rank_runs, trial_runs
     from flowtopo.pipeline.report_plots import CURVE_METRICS, plot_families, plot_loss_curves
     from flowtopo.tracking import find_experiment, mlflow_client, resolve_tracking_uri
 
@@ -130,8 +130,7 @@ def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None =
     uri = resolve_tracking_uri(tracking_uri)
     client = mlflow_client(uri, read_only=True)
     exp = find_experiment(client, experiment)
-    trials = client.search_runs([exp.experiment_id],
-                                filter_string="tags.`flowtopo.kind` = 'trial'", max_results=5000)
+    trials = trial_runs(client, exp.experiment_id)  # ONE query: ranked below from this list
     if not trials:
         raise InputError(f"experiment {experiment!r} has no trial runs (run a sweep first)")
     img = out / "img"
@@ -143,9 +142,9 @@ def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None =
                   "best_epoch": r.data.metrics.get("best_epoch"), "metrics": {
         m: [(h.step, h.value) for h in client.get_metric_history(r.info.run_id, m)]
         for m in CURVE_METRICS}} for r in trials[:max_curves]]
-    families = best_priors(experiment, tracking_uri=uri, top=3)
-    winners = _winning_parameters(client, families)
-    all_rows = best_priors(experiment, tracking_uri=uri, top=10_000)
+    families = rank_runs(trials, top=3)
+    winners = _winning_parameters(trials, families)
+    all_rows = rank_runs(trials, top=len(trials))
     pictures: dict[str, str | None] = {
         "curves": _rel(plot_loss_curves(histories, img / "loss-curves.png"), out),
         "families": _rel(plot_families(all_rows, img / "families.png"), out), "matrix": None}
@@ -167,13 +166,15 @@ def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None =
     return page
 
 
-def _winning_parameters(client: Any, families: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _winning_parameters(trials: list[Any], families: list[dict[str, Any]]
+                        ) -> list[dict[str, Any]]:
     """Each family's best run (rank 1) and the hyper-parameters Optuna chose for it."""
+    by_id = {r.info.run_id: r for r in trials}
     out = []
     for row in families:
         if row.get("rank") != 1:
             continue
-        params = client.get_run(row["run_id"]).data.params
+        params = by_id[row["run_id"]].data.params
         chosen = {k.removeprefix("optuna."): v for k, v in sorted(params.items())
                   if k.startswith("optuna.") and k != "optuna.prior"}
         out.append({"family": row["group"], "run_id": row["run_id"], "params": chosen})
