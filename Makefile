@@ -38,6 +38,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.alignment
 	$(BIN)/python -m benchmarks.translation
 	$(BIN)/python -m benchmarks.matching
+	$(BIN)/python -m benchmarks.sweep
 
 clean:
 	rm -rf $(VENV) flowtopo-runs .pytest_cache
