@@ -102,7 +102,7 @@ def digits_pairs(epochs: int, seeds: int) -> None:
     import torch
 
     from flowtopo.data import load_dataset
-    from flowtopo.matching import align_models
+    from flowtopo.model_alignment import align_models
     from flowtopo.train import TrainConfig, train
 
     ds = load_dataset("digits")

@@ -55,7 +55,8 @@ def train_models(n: int) -> tuple[list, object]:
 
 
 def run(models: list, ds: object, n: int, seed: int = 0) -> dict[str, dict[str, float]]:
-    from flowtopo.matching import align, model_spaces
+    from flowtopo.matching import align
+    from flowtopo.model_alignment import model_spaces
     from flowtopo.paired_scores import cycle_error, translation_scores
     from flowtopo.pipeline.hub import compose_through_hub
 

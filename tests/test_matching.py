@@ -11,9 +11,9 @@ from flowtopo.matching import (
     POOR_FIT_KL,
     NotIdentifiable,
     align_many,
-    align_models,
     fit_map,
 )
+from flowtopo.model_alignment import align_models
 from flowtopo.paired_scores import translation_scores
 
 SHAPES = {2: [[3, 1], [2, [1, 1]]], 3: [[3, 1], [2, [1, 1]]], 4: [[3, 1], [2, [1, 1]]],

@@ -21,9 +21,7 @@ from flowtopo.matching._fit_check import POOR_FIT_C2ST, FitCheck, c2st_fit_check
 from flowtopo.matching._many import (
     ManyResult,
     align_many,
-    align_models,
     disjoint_halves,
-    model_spaces,
 )
 from flowtopo.matching._ml_polish import symmetric_kl
 from flowtopo.matching._result import (
@@ -130,12 +128,10 @@ __all__ = [
     "TreeMatching",
     "align",
     "align_many",
-    "align_models",
     "c2st_fit_check",
     "disjoint_halves",
     "fit_map",
     "leaf_agreement",
-    "model_spaces",
     "sliced_wasserstein",
     "symmetric_kl",
 ]

@@ -3,7 +3,7 @@
 The driver picks runs in MLflow (the best prior family's best runs, or ``--runs``), downloads
 their checkpoint artifacts, and puts the checkpoint files in Ray's object store (workers need
 no shared disk and no MLflow access). Each task rebuilds both models (``weights_only``), encodes
-DISJOINT halves of the training split (`flowtopo.matching.model_spaces`), aligns them, and
+DISJOINT halves of the training split (`flowtopo.model_alignment.model_spaces`), aligns them, and
 scores the map on the paired held-out split against the supervised oracle and any baselines.
 The driver then records one MLflow run per ordered pair (map, node pairs, scores, pictures)
 under a parent run holding the pairwise score matrix and the cycle consistency of triples.
@@ -147,7 +147,8 @@ def align_pair(ckpt_a: dict[str, bytes], ckpt_b: dict[str, bytes], dataset: dict
 
     """
     from flowtopo.data import load_dataset
-    from flowtopo.matching import align, model_spaces
+    from flowtopo.matching import align
+    from flowtopo.model_alignment import model_spaces
     from flowtopo.paired_scores import translation_scores
 
     t0 = time.perf_counter()

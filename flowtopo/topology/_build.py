@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.sparse import coo_matrix
@@ -177,6 +178,151 @@ def _bridges(x: np.ndarray, f: np.ndarray, comp: np.ndarray, tree: cKDTree, kn: 
     return r[keep], c[keep], lv[keep]
 
 
+@dataclass
+class _Graph:
+    """The kNN graph of the points, reduced to its basins (stages 1 and 2 of the module doc).
+
+    ``edges`` are the basin pairs (by their peaks), each at its best level, sorted by
+    decreasing level; ``lowest_seen`` is the lowest log density met, bridges included.
+    """
+
+    basin: np.ndarray  # (n,) peak vertex of each point's ascent basin
+    edges: tuple[np.ndarray, np.ndarray, np.ndarray]  # (i, j, level)
+    pieces: int  # connected components of the kNN graph
+    bridged: bool
+    lowest_seen: float
+
+
+def _basin_graph(x: np.ndarray, f: np.ndarray, kd: cKDTree, nbr: np.ndarray, kn: int,
+                 log_density: LogDensity | None, bridge: bool, min_size: float) -> _Graph:
+    """Gradient ascent to basins, then the best edge between every two basins.
+
+    Each point points to its highest neighbour (or itself): every point is joined to its
+    basin's peak through higher points, so the super-level-set components are those of the
+    graph of BASINS, whose edge levels are the best edge between two basins.
+    """
+    n = x.shape[0]
+    cand = np.concatenate([np.arange(n)[:, None], nbr[:, 1:]], 1)
+    ascent_root = _roots(cand[np.arange(n), np.argmax(f[cand], 1)])
+    rows = np.repeat(np.arange(n), kn)
+    cols = nbr[:, 1:].reshape(-1)
+    n_comp, comp = connected_components(coo_matrix((np.ones(len(rows)), (rows, cols)),
+                                                   shape=(n, n)), directed=False)
+    inter = ascent_root[rows] != ascent_root[cols]
+    rows, cols = rows[inter], cols[inter]
+    level = np.minimum(f[rows], f[cols])
+    bridged = bridge and n_comp > 1
+    lowest_seen = float(f.min())
+    if bridged:
+        br, bc, bl = _bridges(x, f, comp, kd, kn, log_density, min_size)
+        rows, cols = np.concatenate([rows, br]), np.concatenate([cols, bc])
+        level = np.concatenate([level, bl])
+        lowest_seen = min(lowest_seen, float(bl.min()))
+    ba, bb = ascent_root[rows], ascent_root[cols]
+    lo_b, hi_b = np.minimum(ba, bb), np.maximum(ba, bb)
+    order = np.lexsort((-level, hi_b, lo_b))  # per basin pair, highest level first
+    first = np.r_[True, (np.diff(lo_b[order]) != 0) | (np.diff(hi_b[order]) != 0)]
+    pick = order[first[: len(order)]]
+    ei, ej, e_lv = lo_b[pick], hi_b[pick], level[pick]
+    by_level = np.argsort(-e_lv, kind="stable")
+    return _Graph(ascent_root, (ei[by_level], ej[by_level], e_lv[by_level]), n_comp, bridged,
+                  lowest_seen)
+
+
+class _Merges:
+    """Union-find over basins with the elder rule, recording the significant merges (stage 3).
+
+    ``children``/``level`` hold the raw tree (node ids in creation order), ``leaf_peak`` each
+    leaf's peak vertex, ``diagram`` every (birth, death) pair.
+    """
+
+    def __init__(self, f: np.ndarray, basin: np.ndarray, min_persistence: float,
+                 min_size: float) -> None:
+        n = len(f)
+        self.f, self.min_persistence, self.min_size = f, min_persistence, min_size
+        self.parent = np.arange(n)
+        self.size = np.bincount(basin, minlength=n)  # basin sizes, held at the basin peaks
+        self.peak = np.arange(n)  # peak vertex of each root
+        self.absorbed_into = np.full(n, -1)  # peak vertex -> peak vertex that absorbed it
+        self.node_of: dict[int, int] = {}  # root -> tree node representing the component
+        self.children: dict[int, list[int]] = {}
+        self.level: dict[int, float] = {}
+        self.leaf_peak: dict[int, int] = {}
+        self.diagram: list[tuple[float, float]] = []
+
+    def find(self, a: int) -> int:
+        parent = self.parent
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    def node_for(self, root: int) -> int:
+        """The tree node of the component ``root`` (a new leaf at its peak when it has none)."""
+        if root not in self.node_of:
+            nid = len(self.level)
+            self.level[nid] = float(self.f[self.peak[root]])
+            self.leaf_peak[nid] = int(self.peak[root])
+            self.children[nid] = []
+            self.node_of[root] = nid
+        return self.node_of[root]
+
+    def _merge(self, elder_root: int, young_root: int, level: float) -> None:
+        """A significant merge: a new inner node over the two components' nodes."""
+        young, elder = self.node_for(young_root), self.node_for(elder_root)
+        nid = len(self.level)
+        self.level[nid] = level
+        self.children[nid] = [elder, young]
+        self.node_of[elder_root] = nid
+
+    def add_edges(self, ei: np.ndarray, ej: np.ndarray, e_lv: np.ndarray) -> None:
+        """Join basins along edges given by decreasing level; the younger component dies."""
+        f, peak, size = self.f, self.peak, self.size
+        for a, b, lv in zip(ei.tolist(), ej.tolist(), e_lv.tolist(), strict=True):
+            ra, rb = self.find(a), self.find(b)
+            if ra == rb:
+                continue
+            if f[peak[ra]] < f[peak[rb]]:
+                ra, rb = rb, ra  # ra: elder, rb: younger
+            pers = float(f[peak[rb]]) - lv
+            self.diagram.append((float(f[peak[rb]]), lv))
+            if pers >= self.min_persistence and size[rb] >= self.min_size:
+                self._merge(ra, rb, lv)
+            else:
+                self.absorbed_into[peak[rb]] = peak[ra]
+            self.parent[rb] = ra
+            size[ra] += size[rb]
+            self.node_of.pop(rb, None)
+
+    def join_pieces(self, basin: np.ndarray, lowest: float) -> int:
+        """Join what is still apart (no bridges) at ``lowest``; return the root node."""
+        f, peak = self.f, self.peak
+        comps = sorted({self.find(int(i)) for i in np.unique(basin)}, key=lambda r: -f[peak[r]])
+        top = comps[0]
+        for r in comps[1:]:
+            if self.size[r] >= self.min_size:
+                self.diagram.append((float(f[peak[r]]), lowest))
+                self._merge(top, r, lowest)
+            else:
+                self.absorbed_into[peak[r]] = peak[top]
+        root_node = self.node_for(top)
+        self.diagram.append((float(f[peak[top]]), lowest))
+        return root_node
+
+    def labels(self, basin: np.ndarray) -> np.ndarray:
+        """Each point's raw leaf: its basin -> the absorptions followed -> that peak's leaf."""
+        n = len(basin)
+        ptr = np.where(self.absorbed_into >= 0, self.absorbed_into, np.arange(n))
+        final_peak = _roots(ptr)[basin]
+        peak_to_leaf = np.full(n, -1)
+        for nid, pk in self.leaf_peak.items():
+            peak_to_leaf[pk] = nid
+        labels = peak_to_leaf[final_peak]
+        if (labels < 0).any():  # cannot happen by construction; guard against silent garbage
+            raise RuntimeError("density_tree: a basin without a leaf (please report)")
+        return labels
+
+
 def density_tree(
     points: np.ndarray,
     log_density: LogDensity | None = None,
@@ -220,129 +366,37 @@ def density_tree(
     source = "exact" if f is not None else "knn"
     if f is None:
         f = knn_log_density(x, kn, dist)
-
-    # gradient ascent: each point points to its highest neighbour (or itself). Every point is
-    # joined to its basin's peak through higher points, so the super-level-set components are
-    # those of the graph of BASINS, whose edge levels are the best edge between two basins.
-    cand = np.concatenate([np.arange(n)[:, None], nbr[:, 1:]], 1)
-    ascent_root = _roots(cand[np.arange(n), np.argmax(f[cand], 1)])
-
-    rows = np.repeat(np.arange(n), kn)
-    cols = nbr[:, 1:].reshape(-1)
-    n_comp, comp = connected_components(coo_matrix((np.ones(len(rows)), (rows, cols)),
-                                                   shape=(n, n)), directed=False)
-    inter = ascent_root[rows] != ascent_root[cols]
-    rows, cols = rows[inter], cols[inter]
-    level = np.minimum(f[rows], f[cols])
-    bridged = bridge and n_comp > 1
-    lowest_seen = float(f.min())
-    if bridged:
-        br, bc, bl = _bridges(x, f, comp, kd, kn, log_density, min_mass * n)
-        rows, cols = np.concatenate([rows, br]), np.concatenate([cols, bc])
-        level = np.concatenate([level, bl])
-        lowest_seen = min(lowest_seen, float(bl.min()))
-    ba, bb = ascent_root[rows], ascent_root[cols]
-    lo_b, hi_b = np.minimum(ba, bb), np.maximum(ba, bb)
-    order = np.lexsort((-level, hi_b, lo_b))  # per basin pair, highest level first
-    first = np.r_[True, (np.diff(lo_b[order]) != 0) | (np.diff(hi_b[order]) != 0)]
-    pick = order[first[: len(order)]]
-    ei, ej, e_lv = lo_b[pick], hi_b[pick], level[pick]
-    by_level = np.argsort(-e_lv, kind="stable")
-    ei, ej, e_lv = ei[by_level], ej[by_level], e_lv[by_level]
-
-    parent = np.arange(n)
-    size = np.bincount(ascent_root, minlength=n)  # basin sizes, held at the basin peaks
-    peak = np.arange(n)  # peak vertex of each root
-    absorbed_into = np.full(n, -1)  # peak vertex -> peak vertex that absorbed it
-    node_of: dict[int, int] = {}  # root -> tree node representing the component
-    children: dict[int, list[int]] = {}
-    node_level: dict[int, float] = {}
-    leaf_peak: dict[int, int] = {}
-    diagram = []
     min_size = min_mass * n
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-
-    def node_for(root: int) -> int:
-        if root not in node_of:
-            nid = len(node_level)
-            node_level[nid] = float(f[peak[root]])
-            leaf_peak[nid] = int(peak[root])
-            children[nid] = []
-            node_of[root] = nid
-        return node_of[root]
-
-    def merge(elder_root: int, young_root: int, level: float) -> None:
-        """A significant merge: a new inner node over the two components' nodes."""
-        young, elder = node_for(young_root), node_for(elder_root)
-        nid = len(node_level)
-        node_level[nid] = level
-        children[nid] = [elder, young]
-        node_of[elder_root] = nid
-
-    for a, b, lv in zip(ei.tolist(), ej.tolist(), e_lv.tolist(), strict=True):
-        ra, rb = find(a), find(b)
-        if ra == rb:
-            continue
-        if f[peak[ra]] < f[peak[rb]]:
-            ra, rb = rb, ra  # ra: elder, rb: younger
-        pers = float(f[peak[rb]]) - lv
-        diagram.append((float(f[peak[rb]]), lv))
-        if pers >= min_persistence and size[rb] >= min_size:
-            merge(ra, rb, lv)
-        else:
-            absorbed_into[peak[rb]] = peak[ra]
-        parent[rb] = ra
-        size[ra] += size[rb]
-        node_of.pop(rb, None)
-
-    # pieces still apart (no bridges): significant ones join at the lowest level seen
-    basins = np.unique(ascent_root)
-    comps = sorted({find(int(i)) for i in basins}, key=lambda r: -f[peak[r]])
-    disconnected = n_comp > 1
-    lowest = lowest_seen
-    top = comps[0]
-    for r in comps[1:]:
-        if size[r] >= min_size:
-            diagram.append((float(f[peak[r]]), lowest))
-            merge(top, r, lowest)
-        else:
-            absorbed_into[peak[r]] = peak[top]
-    root_node = node_for(top)
-    diagram.append((float(f[peak[top]]), lowest))
-
-    # point labels: ascent basin -> follow absorptions -> leaf node of that peak
-    ptr = np.where(absorbed_into >= 0, absorbed_into, np.arange(n))
-    final_peak = _roots(ptr)[ascent_root]
-    peak_to_leaf = np.full(n, -1)
-    for nid, pk in leaf_peak.items():
-        peak_to_leaf[pk] = nid
-    labels = peak_to_leaf[final_peak]
-    if (labels < 0).any():  # cannot happen by construction; guard against silent garbage
-        raise RuntimeError("density_tree: a basin without a leaf (please report)")
+    graph = _basin_graph(x, f, kd, nbr, kn, log_density, bridge, min_size)
+    merges = _Merges(f, graph.basin, min_persistence, min_size)
+    merges.add_edges(*graph.edges)
+    root = merges.join_pieces(graph.basin, graph.lowest_seen)
+    raw = _RawTree(root, merges.children, merges.level, merges.leaf_peak,
+                   merges.labels(graph.basin))
     params = {"k_neighbors": kn, "min_persistence": min_persistence, "min_mass": min_mass,
-              "density": source, "bridged": bridged}
-    return _finish(x, f, labels, root_node, children, node_level, leaf_peak,
-                   np.asarray(diagram).reshape(-1, 2), params, disconnected, min_persistence,
-                   min_size)
+              "density": source, "bridged": graph.bridged}
+    return _finish(x, f, raw, np.asarray(merges.diagram).reshape(-1, 2), params,
+                   disconnected=graph.pieces > 1, min_size=min_size)
 
 
-def _finish(x: np.ndarray, f: np.ndarray, labels: np.ndarray, root: int,
-            children: dict[int, list[int]], level: dict[int, float], leaf_peak: dict[int, int],
-            diagram: np.ndarray, params: dict, disconnected: bool, min_persistence: float,
-            min_size: float) -> DensityTree:
-    """Contract near-simultaneous merges, fold tiny leaves, renumber (root = 0), add stats."""
-    kids = {nid: list(c) for nid, c in children.items()}
-    counts = np.bincount(labels, minlength=len(level))
+@dataclass
+class _RawTree:
+    """The tree as the merges left it: node ids in creation order, before stage 4."""
+
+    root: int
+    children: dict[int, list[int]]
+    level: dict[int, float]
+    leaf_peak: dict[int, int]
+    labels: np.ndarray  # (n,) each point's leaf
+
+
+def _fold_small_leaves(kids: dict[int, list[int]], labels: np.ndarray, counts: np.ndarray,
+                       min_size: float) -> None:
+    """Fold leaves with too few basin points into their largest sibling subtree (in place)."""
 
     def size(nid: int) -> int:
         return int(counts[nid]) if not kids[nid] else sum(size(c) for c in kids[nid])
 
-    # fold leaves with too few basin points into their largest sibling subtree
     changed = True
     while changed:
         changed = False
@@ -358,8 +412,16 @@ def _finish(x: np.ndarray, f: np.ndarray, labels: np.ndarray, root: int,
                     counts[c] = 0
                     kids[nid].remove(c)
                     changed = True
-    # splice nodes with a single child, contract inner nodes close to their parent's level
-    def simplify(nid: int) -> list[int]:
+
+
+def _contract(kids: dict[int, list[int]], level: dict[int, float], root: int,
+              min_persistence: float) -> int:
+    """Splice single-child nodes and contract inner nodes close to their parent's level.
+
+    ``kids`` is changed in place; returns the new root.
+    """
+
+    def simplify(nid: int) -> None:
         new: list[int] = []
         for c in kids[nid]:
             simplify(c)
@@ -370,13 +432,33 @@ def _finish(x: np.ndarray, f: np.ndarray, labels: np.ndarray, root: int,
             else:
                 new.append(c)
         kids[nid] = new
-        return new
 
     simplify(root)
     while len(kids[root]) == 1:
         root = kids[root][0]
+    return root
 
-    # renumber breadth-first from the root and compute statistics
+
+def _finish(x: np.ndarray, f: np.ndarray, raw: _RawTree, diagram: np.ndarray, params: dict,
+            *, disconnected: bool, min_size: float) -> DensityTree:
+    """Stage 4: fold tiny leaves, contract near-simultaneous merges, then number the nodes."""
+    kids = {nid: list(c) for nid, c in raw.children.items()}
+    labels = raw.labels
+    _fold_small_leaves(kids, labels, np.bincount(labels, minlength=len(raw.level)), min_size)
+    root = _contract(kids, raw.level, raw.root, params["min_persistence"])
+    nodes, relabel = _numbered_nodes(x, f, raw, kids, root)
+    return DensityTree(nodes, relabel[labels], diagram, params, disconnected)
+
+
+def _numbered_nodes(x: np.ndarray, f: np.ndarray, raw: _RawTree, kids: dict[int, list[int]],
+                    root: int) -> tuple[dict[int, TreeNode], np.ndarray]:
+    """The nodes numbered breadth-first from the root (0), with their statistics.
+
+    Returns:
+        (the nodes by new id, an array mapping raw node ids to new ones).
+
+    """
+    level, labels = raw.level, raw.labels
     order, ids = [root], {root: 0}
     for nid in order:
         for c in kids[nid]:
@@ -401,7 +483,7 @@ def _finish(x: np.ndarray, f: np.ndarray, labels: np.ndarray, root: int,
     for nid in order:
         m = np.sort(members(nid))
         pts = x[m]
-        pk = float(f[m].max()) if len(m) else float(f[leaf_peak.get(nid, 0)])
+        pk = float(f[m].max()) if len(m) else float(f[raw.leaf_peak.get(nid, 0)])
         own = pk if not kids[nid] else float(level[nid])
         p = parent_of[nid]
         merge = float(level[p]) if p is not None else lowest
@@ -415,4 +497,4 @@ def _finish(x: np.ndarray, f: np.ndarray, labels: np.ndarray, root: int,
     relabel = np.full(max(ids) + 1, -1)
     for old, new in ids.items():
         relabel[old] = new
-    return DensityTree(nodes, relabel[labels], diagram, params, disconnected)
+    return nodes, relabel
