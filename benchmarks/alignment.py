@@ -139,7 +139,7 @@ def digits_pairs(epochs: int, seeds: int) -> None:
                 try:
                     if method == "tree":
                         res = align_models(source, other, ds.x_train, seed=s)
-                        purity.append(_leaf_purity(res.info["source_tree"],
+                        purity.append(_leaf_purity(res.source_tree,
                                                     ds.y_train[res.info["source_rows"]]))
                     elif method == "oracle":
                         res = align(sa, sb, method="oracle", pairs=(za, zb))

@@ -101,7 +101,7 @@ def retrieval(pred: np.ndarray, truth: np.ndarray, rng: np.random.Generator, m: 
 
 def leaf_mass(res: Any, labels_s: np.ndarray, labels_t: np.ndarray) -> float:
     """Mass share of source modes matched to a target mode of the same majority class."""
-    ts, tt = res.info["source_tree"], res.info["target_tree"]
+    ts, tt = res.source_tree, res.target_tree
 
     def major(tree: Any, node: int, y: np.ndarray) -> int:
         return int(np.bincount(y[tree.nodes[node].members]).argmax())

@@ -12,7 +12,7 @@ import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
 import typer
@@ -22,6 +22,9 @@ from rich.text import Text
 from typer.core import TyperGroup
 
 from flowtopo.errors import InputError
+
+if TYPE_CHECKING:  # the CLI imports nothing heavy at start-up
+    from flowtopo.pipeline.match_result import MatchSummary
 
 console = Console()
 err_console = Console(stderr=True)
@@ -479,34 +482,32 @@ def match_cmd(
     with stdout_to_stderr(as_json):
         summary = run_match(cfg, log=err_console.print if as_json else console.print)
     if as_json:
-        print_json(summary)
+        print_json(summary.to_json())
     else:
         print_match(summary)
 
 
-def print_match(summary: dict[str, Any]) -> None:
+def print_match(summary: MatchSummary) -> None:
     """The pairwise scores as rich tables."""
-    methods = list(summary["mean_r2"])
+    methods = list(summary.mean_r2)
     table = Table("source", "target", *(f"{m} R²" for m in methods), "top-1", "fit check",
                   title=f"pairwise translation, paired test split (match run "
-                        f"{summary['parent_run_id']})")
-    for row in summary["pairs"]:
-        sc = row["scores"]
+                        f"{summary.parent_run_id})")
+    for row in summary.pairs:
+        sc = row.scores
         r2s = [f"{sc[m]['r2']:.3f}" if m in sc else "-" for m in methods]
-        top1 = sc.get(summary["method"], {}).get("top1")
-        check = row.get("error") or ("POOR FIT: " + row["fit_reason"] if row.get("poor_fit")
-                                     else "passes")
-        target = row["target_name"] + (f" (via {row['composed_via']})"
-                                        if row.get("composed_via") else "")
-        table.add_row(row["source_name"], target, *r2s,
+        top1 = sc.get(summary.method, {}).get("top1")
+        check = row.error or (f"POOR FIT: {row.fit_reason}" if row.poor_fit else "passes")
+        target = row.target_name + (f" (via {row.composed_via})" if row.composed_via else "")
+        table.add_row(row.source_name, target, *r2s,
                       "-" if top1 is None else f"{top1:.3f}", check)
     console.print(table)
-    if summary.get("hub"):
-        console.print(f"{summary['alignments']} alignments to the hub {summary['hub']}; the "
+    if summary.hub:
+        console.print(f"{summary.alignments} alignments to the hub {summary.hub}; the "
                       "other pairs composed through it (their cycles are the identity by "
                       "construction: not measured)", soft_wrap=True, highlight=False)
-    for cyc in summary["cycles"]:
-        console.print(f"cycle {' -> '.join(cyc['cycle'])}: error {cyc['error']:.4f}")
+    for cyc in summary.cycles:
+        console.print(f"cycle {' -> '.join(cyc.cycle)}: error {cyc.error:.4f}")
 
 
 @app.command("report")

@@ -346,7 +346,7 @@ class Translation:
     @property
     def leaf_correspondence(self) -> list[tuple[int, int]]:
         """Matched (source mode, target mode) node ids of the two density trees."""
-        ts = self.alignment.info.get("source_tree")
+        ts = self.alignment.source_tree
         return [(u, v) for u, v in self.alignment.node_pairs
                 if ts is None or ts.nodes[u].is_leaf]
 
@@ -374,8 +374,8 @@ class Translation:
             "transform": a.transform_kind, "source": self.source.info,
             "target": self.target.info,
             "leaf_correspondence": self.leaf_correspondence,
-            "modes": [len(a.info["source_tree"].leaves()), len(a.info["target_tree"].leaves())]
-            if "source_tree" in a.info else None,
+            "modes": [len(a.source_tree.leaves()), len(a.target_tree.leaves())]
+            if a.source_tree is not None and a.target_tree is not None else None,
             "fit_kl": a.fit_kl, "round_trip": a.round_trip, "confirmation": a.confirmation,
             "fit_check": a.fit_check.to_dict() if a.fit_check is not None else None,
             "ambiguous": a.ambiguous, "poor_fit": self.poor_fit, "fit_reason": self.fit_reason,

@@ -213,14 +213,14 @@ def test_align_models_uses_disjoint_halves_and_exact_densities():
     res = align_models(model, model, x)
     scores = translation_scores(z_test, z_test, res.transform)
     assert scores["r2"] > 0.99
-    assert res.info["source_tree"].params["density"] == "exact"
+    assert res.source_tree.params["density"] == "exact"
     rows_a, rows_b = res.info["source_rows"], res.info["target_rows"]
     assert not set(rows_a) & set(rows_b) and len(rows_a) + len(rows_b) == len(x)
     # the rows say which inputs built which tree: the source tree's root holds exactly them
-    assert len(res.info["source_tree"].labels) == len(rows_a)
+    assert len(res.source_tree.labels) == len(rows_a)
     with torch.no_grad():
         z_a = model.encode(torch.as_tensor(x[rows_a]))[0].double().numpy()
-    for leaf in res.info["source_tree"].leaves():
+    for leaf in res.source_tree.leaves():
         assert np.allclose(z_a[leaf.members].mean(0), leaf.centroid, atol=1e-5)
 
 

@@ -126,6 +126,12 @@ def test_match_aligns_every_pair_as_ray_tasks_and_records_it(swept, tmp_path):
     # --json: the same object, alone on stdout (compared as text: NaN != NaN)
     assert json.dumps(json.loads(res.stdout), sort_keys=True) == json.dumps(summary,
                                                                            sort_keys=True)
+    # the JSON is the typed summary's: it reads back into one, and out again unchanged
+    from flowtopo.pipeline.match_result import MatchSummary
+
+    typed = MatchSummary.model_validate(summary)
+    assert json.dumps(typed.to_json(), sort_keys=True) == json.dumps(summary, sort_keys=True)
+    assert all(p.ok and p.matrix is not None for p in typed.pairs)
     assert [r["run_id"] for r in summary["runs"]] == ids
     assert len(summary["pairs"]) == 6
     assert [summary["r2_matrix"][i][i] for i in range(3)] == [None, None, None]
@@ -218,7 +224,7 @@ def test_match_through_a_hub_aligns_n_minus_1_pairs_and_composes_the_rest(swept,
                 and r.data.tags["seed"] == s) for s in ("0", "1", "2")]
     logged = []
     summary = run_match(MatchConfig(experiment="pipe", tracking_uri=swept["uri"], runs=ids,
-                                    strategy="hub"), log=logged.append)
+                                    strategy="hub"), log=logged.append).to_json()
     names = {r["run_id"]: r["name"] for r in summary["runs"]}
     assert summary["strategy"] == "hub" and summary["alignments"] == 2
     assert summary["hub"] == names[ids[0]]  # the first run given
@@ -251,10 +257,10 @@ def test_match_by_default_takes_the_best_family_two_runs(swept):
     best = best_priors("pipe", tracking_uri=swept["uri"], top=2)[0]["group"]
     summary = run_match(MatchConfig(experiment="pipe", tracking_uri=swept["uri"],
                                     baselines=["cluster_qap"]), log=lambda *_: None)
-    fams = {swept["client"].get_run(r["run_id"]).data.tags["family"] for r in summary["runs"]}
-    assert fams == {best} and len(summary["runs"]) == 2
-    assert len(summary["pairs"]) == 2 and summary["cycles"] == []
-    assert {"oracle", "cluster_qap"} <= set(summary["pairs"][0]["scores"])
+    fams = {swept["client"].get_run(r.run_id).data.tags["family"] for r in summary.runs}
+    assert fams == {best} and len(summary.runs) == 2
+    assert len(summary.pairs) == 2 and summary.cycles == []
+    assert {"oracle", "cluster_qap"} <= set(summary.pairs[0].scores)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -370,6 +376,7 @@ def test_a_map_between_mismatched_spaces_is_recorded_as_a_poor_fit(tmp_path):
     from flowtopo.data import warped_pair
     from flowtopo.matching import LatentSpace, align
     from flowtopo.pipeline.match import MatchConfig, _record_pair, _summary
+    from flowtopo.pipeline.match_result import CycleRow
 
     a = warped_pair([[3, 1], [2, [1, 1]]], 3, n=3000)
     b = warped_pair([[3, 1], [2, 1]], 3, n=3000)
@@ -385,14 +392,14 @@ def test_a_map_between_mismatched_spaces_is_recorded_as_a_poor_fit(tmp_path):
     cfg = MatchConfig(experiment="x")
     row = _record_pair(client, exp, parent, "ra", "rb", {"ra": "A", "rb": "B"}, pair, cfg,
                        tmp_path)
-    run = client.get_run(row["run_id"])
+    run = client.get_run(row.run_id)
     assert run.data.metrics["fit_kl"] == pytest.approx(res.fit_kl)
     assert run.data.tags["poor_fit"].startswith(f"fit KL {res.fit_kl:.3g}")
     summary = _summary("m", parent, {"ra": "A", "rb": "B"}, [row],
-                       [{"cycle": ["A", "B", "C"], "error": 0.5}], cfg, {"name": "x"})
-    assert summary["poor_fit_pairs"] == 1
-    assert summary["warnings"][0].startswith("A -> B: the map does not carry")
-    assert "cycle A -> B -> C: error 0.5" in summary["warnings"][1]
+                       [CycleRow(cycle=["A", "B", "C"], error=0.5)], cfg, {"name": "x"})
+    assert summary.poor_fit_pairs == 1
+    assert summary.warnings[0].startswith("A -> B: the map does not carry")
+    assert "cycle A -> B -> C: error 0.5" in summary.warnings[1]
 
 
 def test_pair_metrics_parse_back_even_with_underscores_in_names():

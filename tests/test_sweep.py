@@ -854,3 +854,25 @@ def test_a_cluster_is_given_time_to_add_a_node_that_fits(monkeypatch):
                                          r"\(resources.wait_s\); the largest node offers "
                                          r"cpu=8, gpu=0"):
         wait_for_resources({"cpu": 4, "gpu": 0.5}, wait_s=0.05, can_grow=True, poll_s=0.01)
+
+
+def test_a_trial_run_cut_off_by_a_stop_is_closed_with_its_summaries(tmp_path):
+    """A trial a scheduler stopped whose thread was cut off before it closed its run: the
+    sweep closes it KILLED with the best_* of the epochs it logged (CI saw one without them,
+    so `priors best` could not rank it)."""
+    from flowtopo.sweep.runner import _close_orphans
+    from flowtopo.tracking import ensure_experiment, log_metrics, mlflow_client
+
+    uri = f"sqlite:///{tmp_path / 'm.db'}"
+    client = mlflow_client(uri)
+    exp = ensure_experiment(uri, "orph")
+    rid = client.create_run(exp, tags={"sweep_id": "s1", "flowtopo.kind": "trial"}).info.run_id
+    for epoch, (adv, nll) in enumerate([(0.9, 3.0), (0.7, 2.5), (0.8, 2.7)], 1):
+        log_metrics(client, rid, {"val_adv_loss": adv, "val_nll": nll}, step=epoch)
+    other = client.create_run(exp, tags={"sweep_id": "s2", "flowtopo.kind": "trial"})
+    _close_orphans(client, {"experiment_id": exp, "sweep_id": "s1"}, "by the scheduler")
+    run = client.get_run(rid)
+    assert run.info.status == "KILLED" and run.data.tags["stopped_early"] == "by the scheduler"
+    assert run.data.metrics["best_adv_loss"] == pytest.approx(0.7)
+    assert run.data.metrics["best_nll"] == pytest.approx(2.5)
+    assert client.get_run(other.info.run_id).info.status == "RUNNING"  # another sweep's

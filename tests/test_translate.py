@@ -295,7 +295,7 @@ def right_tree_map(synthetic):
 
 def _swap_two_largest(res):
     """``res`` with the targets of its two largest matched source leaves exchanged."""
-    ts = res.info["source_tree"]
+    ts = res.source_tree
     leaf = [(u, v) for u, v in res.node_pairs if ts.nodes[u].is_leaf]
     leaf.sort(key=lambda p: -ts.nodes[p[0]].mass)
     (u1, v1), (u2, v2) = leaf[:2]

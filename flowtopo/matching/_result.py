@@ -11,6 +11,7 @@ import numpy as np
 from flowtopo.errors import InputError
 from flowtopo.matching._fit_check import FitCheck
 from flowtopo.matching._transforms import PiecewiseAffine
+from flowtopo.topology import DensityTree
 
 
 class HasNumpyLogProb(Protocol):
@@ -105,7 +106,7 @@ class AlignResult:
         ambiguous: several matchings were (nearly) equally good by structure; the one chosen
             fitted the target distribution best (see ``candidates``).
         candidates: scored alternatives, best first.
-        info: method details (trees, sizes, timings).
+        info: method details (sizes, timings, the selection's criteria).
         fit_kl: oracle-free fit check when both densities are exact: the symmetric KL between
             the mapped source and the target (nats; ~0 for a right map, of the affine part for
             ``nonlinear`` and ``piecewise``); None otherwise. See `poor_fit`.
@@ -122,6 +123,8 @@ class AlignResult:
             mass share on which the leaf correspondence agrees with that of a map at another
             latent dim that passes its own checks (`flowtopo.matching.leaf_agreement`); 0.0
             when no other dim's map passes; None when not searched.
+        source_tree, target_tree: the two density trees ``node_pairs`` refers to (tree
+            method only; None for the other methods).
 
     """
 
@@ -141,6 +144,8 @@ class AlignResult:
     piecewise: PiecewiseAffine | None = None
     round_trip: float | None = None
     confirmation: float | None = None
+    source_tree: DensityTree | None = None
+    target_tree: DensityTree | None = None
 
     @property
     def poor_fit(self) -> bool:

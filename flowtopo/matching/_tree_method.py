@@ -259,14 +259,16 @@ def leaf_agreement(a: AlignResult, b: AlignResult, n_source: int, n_target: int)
     smaller; the result is the share of agreeing points among those matched by both.
 
     Args:
-        a: one alignment (``info`` holds ``source_tree`` and ``target_tree``).
+        a: one alignment (with its ``source_tree`` and ``target_tree``).
         b: the other.
         n_source: source rows.
         n_target: target rows.
 
     """
-    ts_a, tt_a = a.info["source_tree"], a.info["target_tree"]
-    ts_b, tt_b = b.info["source_tree"], b.info["target_tree"]
+    ts_a, tt_a = a.source_tree, a.target_tree
+    ts_b, tt_b = b.source_tree, b.target_tree
+    if ts_a is None or tt_a is None or ts_b is None or tt_b is None:
+        raise InputError("leaf_agreement compares two tree alignments (with their trees)")
     ca = {u: v for u, v in a.node_pairs if ts_a.nodes[u].is_leaf}
     cb = {u: v for u, v in b.node_pairs if ts_b.nodes[u].is_leaf}
     la, lb = _leaf_of(ts_a, n_source), _leaf_of(ts_b, n_source)
@@ -347,8 +349,8 @@ def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "af
         matrix=best.matrix, offset=best.offset, method="tree", transform_kind=transform,
         node_pairs=best.node_pairs, cost=best.tree_cost,
         ambiguous=sel.structural_tie or close, candidates=scored, residual=residual,
-        piecewise=piecewise, round_trip=agreement,
-        info={"source_tree": ts, "target_tree": tt, "n_candidates": len(scored),
+        piecewise=piecewise, round_trip=agreement, source_tree=ts, target_tree=tt,
+        info={"n_candidates": len(scored),
               "fit": best.fit, "fit_criterion": criterion, "consensus": sel.agree[0],
               "select": select,
               "polish": None if polished is None else {

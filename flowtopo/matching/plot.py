@@ -38,7 +38,7 @@ def plot_match(res: AlignResult, z_source: np.ndarray, z_target: np.ndarray,
     """Three panels: both latent spaces by matched node, and the translated test latents.
 
     Args:
-        res: a tree alignment (``res.info`` holds both trees, built on ``z_source``/``z_target``).
+        res: a tree alignment (its trees built on ``z_source`` and ``z_target``).
         z_source: (n, k_s) the source latents the source tree was built on.
         z_target: (m, k_t) the target latents the target tree was built on.
         test_source: (p, k_s) paired test latents (row i of both is the same input).
@@ -50,9 +50,9 @@ def plot_match(res: AlignResult, z_source: np.ndarray, z_target: np.ndarray,
     """
     fig, axes = new_figure(3, 4.2)
     src_c, tgt_c = matched_colours(res)
-    for ax, z, key, colours, title in ((axes[0], z_source, "source_tree", src_c, titles[0]),
-                                       (axes[1], z_target, "target_tree", tgt_c, titles[1])):
-        tree = res.info.get(key)
+    for ax, z, key, tree, colours, title in (
+            (axes[0], z_source, "source_tree", res.source_tree, src_c, titles[0]),
+            (axes[1], z_target, "target_tree", res.target_tree, tgt_c, titles[1])):
         if tree is None or len(tree.labels) != len(z):
             p, how = project_2d(z)
             ax.scatter(p[:, 0], p[:, 1], s=3, c="#777777", linewidths=0)

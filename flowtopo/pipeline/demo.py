@@ -115,13 +115,13 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
         match = run_match(MatchConfig(experiment="demo", family=best, top=2,
                                       baselines=list(cfg.baselines), tracking_uri=uri,
                                       json_out=out / "match.json"), log=log)
-        first = match["pairs"][0]
-        scores = first["scores"]
-        tree_info = ({"error": first["error"]} if "error" in first else
-                     {"ambiguous": first["ambiguous"], "node_pairs": first["node_pairs"],
-                      "candidates": first["candidates"], "poor_fit": first["poor_fit"],
-                      "fit_reason": first["fit_reason"]})
-        tree_info["mean_r2"] = match["mean_r2"]
+        first = match.pairs[0]
+        scores = first.scores
+        tree_info = ({"error": first.error} if not first.ok else
+                     {"ambiguous": first.ambiguous, "node_pairs": first.node_pairs,
+                      "candidates": first.candidates, "poor_fit": first.poor_fit,
+                      "fit_reason": first.fit_reason})
+        tree_info["mean_r2"] = match.mean_r2
     except InputError as err:
         tree_info = {"error": str(err)}
         log(f"matching failed: {err}")

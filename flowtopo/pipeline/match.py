@@ -24,6 +24,7 @@ import numpy as np
 
 from flowtopo.errors import InputError
 from flowtopo.pipeline.hub import check_strategy, compose_through_hub
+from flowtopo.pipeline.match_result import CycleRow, MatchSummary, PairRow, RunRef
 from flowtopo.runtime import checkpoint_from_files, fetch_checkpoint
 
 
@@ -195,25 +196,45 @@ def align_pair(ckpt_a: dict[str, bytes], ckpt_b: dict[str, bytes], dataset: dict
     return out
 
 
-def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
+def run_match(cfg: MatchConfig, log: Any = print) -> MatchSummary:
     """Run ``flowtopo match``; return (and with ``cfg.json_out`` write) the scores.
+
+    Stages: check the choices, pick the runs, fetch their checkpoints, align the pairs as
+    Ray tasks, record the match in MLflow.
 
     Raises:
         InputError: unknown experiment, method or runs; runs trained on different datasets.
 
     """
-    import ray
+    from flowtopo.tracking import mlflow_client, resolve_tracking_uri
 
+    _check_choices(cfg)
+    uri = resolve_tracking_uri(cfg.tracking_uri)
+    client = mlflow_client(uri, read_only=True)  # it writes only into an existing store
+    runs, exp_id, test = _chosen_runs(cfg, client)
+    names = {r.info.run_id: _short_name(r) for r in runs}
+    ckpts, datasets, dataset = _fetch_models(cfg, uri, runs, names)
+    ids = list(ckpts)
+    hub = ids[0] if cfg.strategy == "hub" else None  # the best run by --metric
+    pairs = ([(a, hub) for a in ids if a != hub] if hub is not None
+             else list(itertools.permutations(ckpts, 2)))
+    log(f"matching {len(runs)} models ({', '.join(names.values())}): "
+        f"{len(pairs)} ordered pairs as Ray tasks"
+        + (f", the other {len(runs) * (len(runs) - 1) - len(pairs)} composed through "
+           f"{names[hub]}" if hub is not None else ""))
+    results = _align_pairs(cfg, uri, ckpts, datasets, pairs, test)
+    summary = _record_match(cfg, client, exp_id, runs, names, results, hub, dataset)
+    for warning in summary.warnings:
+        log(f"warning: {warning}")
+    if cfg.json_out is not None:
+        Path(cfg.json_out).parent.mkdir(parents=True, exist_ok=True)
+        Path(cfg.json_out).write_text(json.dumps(summary.to_json(), indent=2))
+    return summary
+
+
+def _check_choices(cfg: MatchConfig) -> None:
+    """Refuse an unknown or supervised method, an unknown transform, an inapplicable strategy."""
     from flowtopo.matching import METHODS, TRANSFORMS
-    from flowtopo.runtime import init_ray
-    from flowtopo.tracking import (
-        find_experiment,
-        log_params,
-        mlflow_client,
-        provenance_tags,
-        resolve_tracking_uri,
-        run_lifecycle,
-    )
 
     for name in [cfg.method, *cfg.baselines]:
         if name not in METHODS or METHODS[name].supervised:
@@ -222,9 +243,17 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
     if cfg.transform not in TRANSFORMS:
         raise InputError(f"unknown transform {cfg.transform!r}; valid: {', '.join(TRANSFORMS)}")
     check_strategy(cfg.strategy, cfg.transform, cfg.cross)
-    uri = resolve_tracking_uri(cfg.tracking_uri)
-    client = mlflow_client(uri, read_only=True)  # it writes only into an existing store
-    test = None
+
+
+def _chosen_runs(cfg: MatchConfig, client: Any
+                 ) -> tuple[list[Any], str, dict[str, np.ndarray] | None]:
+    """The runs to match, the experiment recording the match, and the paired test rows.
+
+    The test rows are a cross-experiment match's (None within a sweep: its own test split
+    scores).
+    """
+    from flowtopo.tracking import find_experiment
+
     if cfg.cross:
         if cfg.experiment or cfg.runs:
             raise InputError("give either --experiment (and --runs) or --source and --target")
@@ -234,17 +263,24 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
                 resolve_ref(client, cfg, cfg.target, "--target")]
         if runs[0].info.run_id == runs[1].info.run_id:
             raise InputError("--source and --target name the same run")
-        exp_id = runs[0].info.experiment_id
-        test = read_paired_test(cfg)
-    else:
-        if cfg.experiment is None:
-            raise InputError("give --experiment, or --source and --target")
-        if cfg.test_source or cfg.test_target or cfg.test_labels:
-            raise InputError("--test-source/--test-target/--test-labels go with --source and "
-                             "--target (a sweep's own test split scores --experiment)")
-        exp_id = find_experiment(client, cfg.experiment).experiment_id
-        runs = choose_runs(cfg, client, exp_id)
-    names = {r.info.run_id: _short_name(r) for r in runs}
+        return runs, runs[0].info.experiment_id, read_paired_test(cfg)
+    if cfg.experiment is None:
+        raise InputError("give --experiment, or --source and --target")
+    if cfg.test_source or cfg.test_target or cfg.test_labels:
+        raise InputError("--test-source/--test-target/--test-labels go with --source and "
+                         "--target (a sweep's own test split scores --experiment)")
+    exp_id = find_experiment(client, cfg.experiment).experiment_id
+    return choose_runs(cfg, client, exp_id), exp_id, None
+
+
+def _fetch_models(cfg: MatchConfig, uri: str, runs: list[Any], names: dict[str, str]
+                  ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Each run's checkpoint files and dataset spec, and the dataset the match records.
+
+    Raises:
+        InputError: runs of one experiment trained on different datasets.
+
+    """
     with tempfile.TemporaryDirectory() as tmp:
         ckpts = {r.info.run_id: fetch_checkpoint(uri, r.info.run_id, Path(tmp) / r.info.run_id)
                  for r in runs}
@@ -256,20 +292,24 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
     ids = list(ckpts)
     dataset = (datasets[ids[0]] if not cfg.cross else
                {"source": datasets[ids[0]], "target": datasets[ids[1]]})
-    hub = ids[0] if cfg.strategy == "hub" else None  # the best run by --metric
-    pairs = ([(a, hub) for a in ids if a != hub] if hub is not None
-             else list(itertools.permutations(ckpts, 2)))
-    log(f"matching {len(runs)} models ({', '.join(names.values())}): "
-        f"{len(pairs)} ordered pairs as Ray tasks"
-        + (f", the other {len(runs) * (len(runs) - 1) - len(pairs)} composed through "
-           f"{names[hub]}" if hub is not None else ""))
+    return ckpts, datasets, dataset
+
+
+def _align_pairs(cfg: MatchConfig, uri: str, ckpts: dict[str, Any], datasets: dict[str, Any],
+                 pairs: list[tuple[str, str]], test: dict[str, np.ndarray] | None
+                 ) -> dict[tuple[str, str], Any]:
+    """`align_pair` on every ordered pair, as parallel Ray tasks (one CPU each)."""
+    import ray
+
+    from flowtopo.runtime import init_ray
 
     init_ray(cfg.address, uri)
     refs = {rid: ray.put(files) for rid, files in ckpts.items()}
     task = ray.remote(num_cpus=1)(align_pair)
+    first = next(iter(ckpts))
 
     def oriented(a: str) -> dict[str, np.ndarray] | None:
-        if test is None or a == ids[0]:
+        if test is None or a == first:
             return test
         return {"source": test["target"], "target": test["source"],
                 **({"labels": test["labels"]} if "labels" in test else {})}
@@ -277,9 +317,16 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
     futures = [task.remote(refs[a], refs[b], datasets[a], cfg.method, cfg.transform,
                            list(cfg.baselines), cfg.seed, datasets[b], oriented(a))
                for a, b in pairs]
-    results = dict(zip(pairs, ray.get(futures), strict=True))
-    exp_name = client.get_experiment(exp_id).name
+    return dict(zip(pairs, ray.get(futures), strict=True))
 
+
+def _record_match(cfg: MatchConfig, client: Any, exp_id: str, runs: list[Any],
+                  names: dict[str, str], results: dict[tuple[str, str], Any], hub: str | None,
+                  dataset: dict[str, Any]) -> MatchSummary:
+    """The match's parent run and one child run per pair in MLflow; return the summary."""
+    from flowtopo.tracking import log_params, provenance_tags, run_lifecycle
+
+    exp_name = client.get_experiment(exp_id).name
     match_id = f"match-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     tags = {"flowtopo.kind": "match", "match_id": match_id, "method": cfg.method,
             "runs": ",".join(names), "cross": str(cfg.cross).lower()}
@@ -299,18 +346,13 @@ def run_match(cfg: MatchConfig, log: Any = print) -> dict[str, Any]:
                                   Path(tmp)) for (a, b), res in results.items()]
         if hub is not None:  # every cycle through the hub is the identity: not measured
             pair_rows += _record_composed(client, exp_id, pid, hub, names, results, cfg)
-            cycles = []
+            cycles: list[CycleRow] = []
         else:
             cycles = _cycles(results, names)
         summary = _summary(match_id, pid, names, pair_rows, cycles, cfg, dataset)
-        summary.update(strategy=cfg.strategy, alignments=len(pairs),
-                       hub=None if hub is None else names[hub])
+        summary.strategy, summary.alignments = cfg.strategy, len(results)
+        summary.hub = None if hub is None else names[hub]
         _record_parent(client, pid, summary, Path(tmp))
-    for warning in summary["warnings"]:
-        log(f"warning: {warning}")
-    if cfg.json_out is not None:
-        Path(cfg.json_out).parent.mkdir(parents=True, exist_ok=True)
-        Path(cfg.json_out).write_text(json.dumps(summary, indent=2))
     return summary
 
 
@@ -377,7 +419,7 @@ def _short_name(run: Any) -> str:
 
 def _record_pair(client: Any, exp_id: str, parent_id: str, a: str, b: str,
                  names: dict[str, str], res: dict[str, Any], cfg: MatchConfig,
-                 tmp: Path) -> dict[str, Any]:
+                 tmp: Path) -> PairRow:
     """One MLflow run for the ordered pair (a -> b): map, node pairs, scores, pictures."""
     from flowtopo.matching.plot import plot_match
     from flowtopo.tracking import log_metrics
@@ -389,11 +431,10 @@ def _record_pair(client: Any, exp_id: str, parent_id: str, a: str, b: str,
     scores = res["scores"]
     log_metrics(client, rid, {f"{m}_{k}": v for m, sc in scores.items() for k, v in sc.items()
                               if np.isfinite(v)})
-    row: dict[str, Any] = {"source": a, "target": b, "source_name": names[a],
-                           "target_name": names[b], "run_id": rid, "scores": scores,
-                           "seconds": res["seconds"]}
+    row = PairRow(source=a, target=b, source_name=names[a], target_name=names[b], run_id=rid,
+                  scores=scores, seconds=res["seconds"])
     if "error" in res:
-        row["error"] = res["error"]
+        row.error = res["error"]
         client.set_tag(rid, "error", res["error"][:4000])
         client.set_terminated(rid, "FAILED")
         return row
@@ -410,10 +451,10 @@ def _record_pair(client: Any, exp_id: str, parent_id: str, a: str, b: str,
     log_metrics(client, rid, {k: v for k, v in checks.items() if v is not None})
     if ar.poor_fit:
         client.set_tag(rid, "poor_fit", ar.fit_reason)
-    if "source_tree" in ar.info:
-        detail["source_tree"] = json.loads(ar.info["source_tree"].to_json())
-        detail["target_tree"] = json.loads(ar.info["target_tree"].to_json())
-    row.update(detail)
+    if ar.source_tree is not None and ar.target_tree is not None:
+        detail["source_tree"] = json.loads(ar.source_tree.to_json())
+        detail["target_tree"] = json.loads(ar.target_tree.to_json())
+    row = row.model_copy(update=detail)
     client.log_dict(rid, {**detail, "scores": scores, "source_run": a, "target_run": b},
                     "pair.json")
     if res["test_source"] is not None:  # an unscored cross match has no paired rows to draw
@@ -421,14 +462,14 @@ def _record_pair(client: Any, exp_id: str, parent_id: str, a: str, b: str,
                              res["test_target"], res["y_test"], tmp / f"{rid}.png",
                              titles=(names[a], names[b]))
         client.log_artifact(rid, str(picture), "pictures")
-        row["picture"] = f"pictures/{picture.name}"
+        row.picture = f"pictures/{picture.name}"
     client.set_terminated(rid, "FINISHED")
     return row
 
 
 def _record_composed(client: Any, exp_id: str, parent_id: str, hub: str,
                      names: dict[str, str], results: dict[tuple[str, str], dict[str, Any]],
-                     cfg: MatchConfig) -> list[dict[str, Any]]:
+                     cfg: MatchConfig) -> list[PairRow]:
     """Compose the pairs not aligned directly through ``hub``; one MLflow run each.
 
     Scored like direct pairs on the paired held-out split (each model's test latents come
@@ -444,7 +485,7 @@ def _record_composed(client: Any, exp_id: str, parent_id: str, hub: str,
                                     for a, r in legs.items() if "result" in r}, hub)
     any_leg = next(iter(legs.values()))
     test = {hub: any_leg["test_target"], **{a: r["test_source"] for a, r in legs.items()}}
-    rows = []
+    rows: list[PairRow] = []
     for a in names:
         for b in names:
             if a == b or b == hub:
@@ -454,45 +495,42 @@ def _record_composed(client: Any, exp_id: str, parent_id: str, hub: str,
                 "source_run": a, "target_run": b, "method": cfg.method,
                 "composed_via": names[hub]})
             rid = run.info.run_id
-            row: dict[str, Any] = {"source": a, "target": b, "source_name": names[a],
-                                   "target_name": names[b], "run_id": rid, "scores": {},
-                                   "seconds": 0.0, "composed_via": names[hub]}
+            row = PairRow(source=a, target=b, source_name=names[a], target_name=names[b],
+                          run_id=rid, composed_via=names[hub])
             failed = [x for x in (a, b) if x != hub and "result" not in legs[x]]
             cm = composed.get((a, b))
             if failed or cm is None or isinstance(cm, InputError):
                 why = (f"{names[failed[0]]} -> {names[hub]} failed: {legs[failed[0]]['error']}"
                        if failed else str(cm))
-                row["error"] = f"composed through {names[hub]}: {why}"
-                client.set_tag(rid, "error", row["error"][:4000])
+                row.error = f"composed through {names[hub]}: {why}"
+                client.set_tag(rid, "error", row.error[:4000])
                 client.set_terminated(rid, "FAILED")
                 rows.append(row)
                 continue
             za, zb, y = test[a], test[b], any_leg["y_test"]
             oracle = align(za, zb, method="oracle", pairs=(za, zb), transform=cfg.transform)
-            row["scores"] = {cfg.method: translation_scores(za, zb, cm.transform, y),
-                             "oracle": translation_scores(za, zb, oracle.transform, y)}
+            row.scores = {cfg.method: translation_scores(za, zb, cm.transform, y),
+                          "oracle": translation_scores(za, zb, oracle.transform, y)}
             flagged = [(x, legs[x]["result"]) for x in (a, b) if x != hub
                        and legs[x]["result"].poor_fit]
-            row.update(matrix=cm.matrix.tolist(), offset=cm.offset.tolist(),
-                       legs=list(cm.legs), poor_fit=bool(flagged), fit_kl=None,
-                       ambiguous=False,
-                       fit_reason=(f"composed through a flagged leg ({names[flagged[0][0]]} -> "
-                                   f"{names[hub]}: {flagged[0][1].fit_reason})"
-                                   if flagged else None))
-            log_metrics(client, rid, {f"{m}_{k}": v for m, sc in row["scores"].items()
+            row.matrix, row.offset = cm.matrix.tolist(), cm.offset.tolist()
+            row.legs, row.poor_fit = list(cm.legs), bool(flagged)
+            row.fit_reason = (f"composed through a flagged leg ({names[flagged[0][0]]} -> "
+                              f"{names[hub]}: {flagged[0][1].fit_reason})" if flagged else None)
+            log_metrics(client, rid, {f"{m}_{k}": v for m, sc in row.scores.items()
                                       for k, v in sc.items() if np.isfinite(v)})
-            if flagged:
-                client.set_tag(rid, "poor_fit", row["fit_reason"])
-            client.log_dict(rid, {k: row[k] for k in (
+            if row.fit_reason is not None:
+                client.set_tag(rid, "poor_fit", row.fit_reason)
+            client.log_dict(rid, row.model_dump(include={
                 "matrix", "offset", "legs", "poor_fit", "fit_reason", "fit_kl", "ambiguous",
-                "scores", "composed_via")}, "pair.json")
+                "scores", "composed_via"}), "pair.json")
             client.set_terminated(rid, "FINISHED")
             rows.append(row)
     return rows
 
 
 def _cycles(results: dict[tuple[str, str], dict[str, Any]],
-            names: dict[str, str]) -> list[dict[str, Any]]:
+            names: dict[str, str]) -> list[CycleRow]:
     """Cycle error of every ordered triple whose three pairs aligned (on a's test latents)."""
     from flowtopo.paired_scores import cycle_error
 
@@ -501,57 +539,57 @@ def _cycles(results: dict[tuple[str, str], dict[str, Any]],
         legs = [results.get(p, {}).get("result") for p in ((a, b), (b, c), (c, a))]
         if all(leg is not None for leg in legs):
             err = cycle_error(results[(a, b)]["test_source"], [leg.transform for leg in legs])
-            out.append({"cycle": [names[a], names[b], names[c]], "error": err})
+            out.append(CycleRow(cycle=[names[a], names[b], names[c]], error=err))
     return out
 
 
-def _summary(match_id: str, pid: str, names: dict[str, str], rows: list[dict[str, Any]],
-             cycles: list[dict[str, Any]], cfg: MatchConfig,
-             dataset: dict[str, Any]) -> dict[str, Any]:
-    """The JSON written by ``--json-out``: runs, pairs, score matrix, cycles."""
+def _summary(match_id: str, pid: str, names: dict[str, str], rows: list[PairRow],
+             cycles: list[CycleRow], cfg: MatchConfig, dataset: dict[str, Any]) -> MatchSummary:
+    """Runs, pairs, score matrix, cycles, warnings (strategy, alignments and hub set after)."""
     ids = list(names)
     matrix = [[None if a == b else next(
-        (r["scores"].get(cfg.method, {}).get("r2") for r in rows
-         if r["source"] == a and r["target"] == b), None) for b in ids] for a in ids]
-    ok = [r for r in rows if "error" not in r]
-    mean = {m: float(np.mean([r["scores"][m]["r2"] for r in rows if m in r["scores"]]))
+        (r.scores.get(cfg.method, {}).get("r2") for r in rows
+         if r.source == a and r.target == b), None) for b in ids] for a in ids]
+    ok = [r for r in rows if r.ok]
+    mean = {m: float(np.mean([r.scores[m]["r2"] for r in rows if m in r.scores]))
             for m in (cfg.method, "oracle", *cfg.baselines)
-            if any(m in r["scores"] for r in rows)}
-    return {"match_id": match_id, "parent_run_id": pid, "method": cfg.method,
-            "transform": cfg.transform, "dataset": dataset,
-            "runs": [{"run_id": r, "name": n} for r, n in names.items()],
-            "r2_matrix": matrix, "mean_r2": mean, "pairs": rows, "cycles": cycles,
-            "failed_pairs": len(rows) - len(ok),
-            "poor_fit_pairs": sum(bool(r.get("poor_fit")) for r in ok),
-            "warnings": _warnings(ok, cycles)}
+            if any(m in r.scores for r in rows)}
+    return MatchSummary(
+        match_id=match_id, parent_run_id=pid, method=cfg.method, transform=cfg.transform,
+        dataset=dataset, runs=[RunRef(run_id=r, name=n) for r, n in names.items()],
+        r2_matrix=matrix, mean_r2=mean, pairs=rows, cycles=cycles,
+        failed_pairs=len(rows) - len(ok), poor_fit_pairs=sum(r.poor_fit for r in ok),
+        warnings=_warnings(ok, cycles))
 
 
 CYCLE_WARN = 0.1
 """Cycle error (relative to the latents' variance) above which a triple is called out."""
 
 
-def _warnings(ok: list[dict[str, Any]], cycles: list[dict[str, Any]]) -> list[str]:
+def _warnings(ok: list[PairRow], cycles: list[CycleRow]) -> list[str]:
     """Oracle-free doubts about the maps: poor distribution fit, inconsistent cycles."""
-    out = [f"{r['source_name']} -> {r['target_name']}: the map does not carry one latent "
-           f"distribution onto the other ({r['fit_reason']}); do not trust it"
-           for r in ok if r.get("poor_fit")]
-    out += [f"cycle {' -> '.join(c['cycle'])}: error {c['error']:.3g} > {CYCLE_WARN}; "
-            "the maps of this triple disagree" for c in cycles if c["error"] > CYCLE_WARN]
+    out = [f"{r.source_name} -> {r.target_name}: the map does not carry one latent "
+           f"distribution onto the other ({r.fit_reason}); do not trust it"
+           for r in ok if r.poor_fit]
+    out += [f"cycle {' -> '.join(c.cycle)}: error {c.error:.3g} > {CYCLE_WARN}; "
+            "the maps of this triple disagree" for c in cycles if c.error > CYCLE_WARN]
     return out
 
 
-def _record_parent(client: Any, pid: str, summary: dict[str, Any], tmp: Path) -> None:
+def _record_parent(client: Any, pid: str, summary: MatchSummary, tmp: Path) -> None:
     from flowtopo.matching.plot import plot_score_matrix
     from flowtopo.tracking import log_metrics
 
-    metrics = {f"mean_r2_{m}": v for m, v in summary["mean_r2"].items()}
-    metrics["failed_pairs"] = float(summary["failed_pairs"])
-    metrics["poor_fit_pairs"] = float(summary["poor_fit_pairs"])
-    if summary["cycles"]:
-        metrics["max_cycle_error"] = max(c["error"] for c in summary["cycles"])
-        metrics["mean_cycle_error"] = float(np.mean([c["error"] for c in summary["cycles"]]))
+    metrics = {f"mean_r2_{m}": v for m, v in summary.mean_r2.items()}
+    metrics["failed_pairs"] = float(summary.failed_pairs)
+    metrics["poor_fit_pairs"] = float(summary.poor_fit_pairs)
+    if summary.cycles:
+        metrics["max_cycle_error"] = max(c.error for c in summary.cycles)
+        metrics["mean_cycle_error"] = float(np.mean([c.error for c in summary.cycles]))
     log_metrics(client, pid, metrics)
-    client.log_dict(pid, {k: v for k, v in summary.items() if k != "pairs"}, "scores.json")
-    picture = plot_score_matrix(summary["r2_matrix"], [r["name"] for r in summary["runs"]],
-                                tmp / "score_matrix.png", title=f"{summary['method']} R²")
+    # the summary without its pairs (each pair's detail is in its own run's pair.json)
+    client.log_dict(pid, {k: v for k, v in summary.to_json().items() if k != "pairs"},
+                    "scores.json")
+    picture = plot_score_matrix(summary.r2_matrix, [r.name for r in summary.runs],
+                                tmp / "score_matrix.png", title=f"{summary.method} R²")
     client.log_artifact(pid, str(picture), "pictures")

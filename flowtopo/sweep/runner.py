@@ -330,14 +330,29 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
 
 
 def _close_orphans(client: Any, runtime: dict[str, Any], why: str) -> None:
-    """Close trial runs of this sweep left RUNNING (a stopped trial's thread was cut off)."""
+    """Close trial runs of this sweep left RUNNING (a stopped trial's thread was cut off).
+
+    Each gets the ``best_*`` summaries of the epochs it logged, as a trial that closed its own
+    run after a scheduler's stop does (`priors best` ranks by them).
+    """
+    from flowtopo.tracking import log_metrics
+    from flowtopo.train_job import SUMMARY_KEYS, best_over_epochs
+
     stale = client.search_runs(
         [runtime["experiment_id"]],
         filter_string=f"tags.sweep_id = '{runtime['sweep_id']}' and attributes.status = "
                       "'RUNNING' and tags.`flowtopo.kind` = 'trial'")
     for r in stale:
-        client.set_tag(r.info.run_id, "stopped_early", why)
-        client.set_terminated(r.info.run_id, "KILLED")
+        rid = r.info.run_id
+        history: dict[int, dict[str, float]] = {}
+        for key in SUMMARY_KEYS:
+            for m in client.get_metric_history(rid, key):
+                history.setdefault(int(m.step), {})[key] = float(m.value)
+        summary = best_over_epochs([history[e] for e in sorted(history)])
+        if summary:
+            log_metrics(client, rid, summary)
+        client.set_tag(rid, "stopped_early", why)
+        client.set_terminated(rid, "KILLED")
 
 
 def interrupted(results: Any) -> bool:

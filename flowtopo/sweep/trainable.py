@@ -28,73 +28,42 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any], runtime: dict[str
     import torch
     from ray import tune
 
-    from flowtopo.checkpoint import save_checkpoint
     from flowtopo.data import load_dataset
     from flowtopo.errors import InputError
     from flowtopo.sweep.space import resolve
     from flowtopo.sweep.spec import SweepSpec
-    from flowtopo.tracking import MetricBuffer, log_metrics, log_params, mlflow_client
+    from flowtopo.tracking import log_params, mlflow_client
     from flowtopo.train import train
-    from flowtopo.train_job import build_model, summary_metrics
+    from flowtopo.train_job import build_model
 
     spec = SweepSpec.model_validate(sweep)
     torch.set_num_threads(spec.resources.threads)  # the CPUs Ray gave the trial, no more
-    rt = runtime
     seed = int(config.get("seed", 0))
     params = {k: v for k, v in config.items() if k not in RESERVED}
     trial_dir = tune.get_context().get_trial_dir() or os.getcwd()
-    device = spec.resources.device
-    client = mlflow_client(rt["tracking_uri"], probe=False)  # the client retries instead
-    trial_id = tune.get_context().get_trial_id()
+    client = mlflow_client(runtime["tracking_uri"], probe=False)  # the client retries instead
     resume, run_id = _resume_point(tune.get_checkpoint())
-    run_id, logged = _open_run(client, rt, spec, config, trial_id, seed, run_id, resume)
-    history: list[dict[str, float]] = list(resume.history) if resume else []
-    curves = MetricBuffer(client, run_id)  # per-epoch metrics, written at most once a second
+    run_id, logged = _open_run(client, runtime, spec, config, tune.get_context().get_trial_id(),
+                               seed, run_id, resume)
+    reporter = _Reporter(client, run_id, logged, list(resume.history) if resume else [])
     try:
-        ts = resolve(params, spec, seed, os.path.join(trial_dir, "checkpoint"), device)
+        ts = resolve(params, spec, seed, os.path.join(trial_dir, "checkpoint"),
+                     spec.resources.device)
         if resume is None:
             client.set_tag(run_id, "family", ts.model.prior.name)
             # the configuration in one request, without the trial folder (out) and mlflow
             log_params(client, run_id, {**ts.model_dump(mode="json", exclude={"out", "mlflow"}),
                                         "optuna": params})
         ds = load_dataset(ts.dataset.name, **ts.dataset.options)
-        model = build_model(ts.model, ds.dim, seed)
-        pending: list[Any] = []  # the state of this epoch, reported with its metrics
-
-        def on_state(state: Any) -> None:
-            pending.append(state)
-
-        def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
-            history.append(metrics)
-            if epoch > logged:  # steps an interrupted attempt logged are not logged twice
-                curves.log(metrics, epoch)
-            if not pending:
-                tune.report({**metrics, "epoch": epoch})
-                return
-            curves.flush()  # a retry from this checkpoint finds every epoch up to it logged
-            with tempfile.TemporaryDirectory() as d:
-                pending.pop().save(os.path.join(d, STATE_FILE))
-                with open(os.path.join(d, RUN_FILE), "w") as f:
-                    json.dump({"mlflow_run_id": run_id, "epoch": epoch}, f)
-                tune.report({**metrics, "epoch": epoch},
-                            checkpoint=tune.Checkpoint.from_directory(d))
-
         try:
-            result = train(model, ds.x_train, ds.x_test, ts.train, on_epoch=on_epoch,
-                           state_every=spec.checkpoint_every, on_state=on_state, resume=resume)
+            result = train(build_model(ts.model, ds.dim, seed), ds.x_train, ds.x_test, ts.train,
+                           on_epoch=reporter.on_epoch, state_every=spec.checkpoint_every,
+                           on_state=reporter.pending.append, resume=resume)
         finally:  # the epochs done are recorded, whatever ended the training
-            curves.flush()
-        ckpt = save_checkpoint(ts.out, result.model, ds.standardizer, {
-            "dataset": ts.dataset.model_dump(mode="json"),
-            "train": ts.train.model_dump(mode="json"), "best_epoch": result.best_epoch,
-            "test": result.test, "sweep_id": rt["sweep_id"], "run_id": run_id})
-        log_metrics(client, run_id, {**summary_metrics(result), **result.test})
-        client.log_artifacts(run_id, str(ckpt), "checkpoint")
-        _latent_picture(result.model, ds, os.path.join(trial_dir, "latent.png"))
-        client.log_artifact(run_id, os.path.join(trial_dir, "latent.png"))
-        client.set_terminated(run_id, "FINISHED")
+            reporter.curves.flush()
+        ckpt = _record_result(client, run_id, result, ds, ts, runtime["sweep_id"], trial_dir)
     except SystemExit:  # Ray stops a trial (scheduler, e.g. ASHA) by raising SystemExit in it
-        _stopped_early(client, run_id, history)
+        _stopped_early(client, run_id, reporter.history)
         raise
     except InputError as err:  # the user's error is deterministic: reported, never retried
         client.set_tag(run_id, "error", f"InputError: {err}"[:4000])
@@ -111,6 +80,63 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any], runtime: dict[str
                     checkpoint=tune.Checkpoint.from_directory(str(ckpt)))
     except SystemExit:  # a scheduler stopping the trial at its budget: nothing left to do
         return
+
+
+class _Reporter:
+    """Per epoch: the metrics to MLflow (buffered) and to Tune.
+
+    With a checkpoint when the training handed over its state (every ``checkpoint_every``
+    epochs).
+    """
+
+    def __init__(self, client: Any, run_id: str, logged: int,
+                 history: list[dict[str, float]]) -> None:
+        from flowtopo.tracking import MetricBuffer
+
+        self.run_id, self.logged, self.history = run_id, logged, history
+        self.curves = MetricBuffer(client, run_id)  # written at most once a second
+        self.pending: list[Any] = []  # the `TrainState` of this epoch, reported with it
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        from ray import tune
+
+        self.history.append(metrics)
+        if epoch > self.logged:  # steps an interrupted attempt logged are not logged twice
+            self.curves.log(metrics, epoch)
+        if not self.pending:
+            tune.report({**metrics, "epoch": epoch})
+            return
+        self.curves.flush()  # a retry from this checkpoint finds every epoch up to it logged
+        with tempfile.TemporaryDirectory() as d:
+            self.pending.pop().save(os.path.join(d, STATE_FILE))
+            with open(os.path.join(d, RUN_FILE), "w") as f:
+                json.dump({"mlflow_run_id": self.run_id, "epoch": epoch}, f)
+            tune.report({**metrics, "epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(d))
+
+
+def _record_result(client: Any, run_id: str, result: Any, ds: Any, ts: Any, sweep_id: str,
+                   trial_dir: str) -> Any:
+    """Record the trained model (checkpoint, summary metrics, latent picture); end the run.
+
+    Returns:
+        The checkpoint folder.
+
+    """
+    from flowtopo.checkpoint import save_checkpoint
+    from flowtopo.tracking import log_metrics
+    from flowtopo.train_job import summary_metrics
+
+    ckpt = save_checkpoint(ts.out, result.model, ds.standardizer, {
+        "dataset": ts.dataset.model_dump(mode="json"),
+        "train": ts.train.model_dump(mode="json"), "best_epoch": result.best_epoch,
+        "test": result.test, "sweep_id": sweep_id, "run_id": run_id})
+    log_metrics(client, run_id, {**summary_metrics(result), **result.test})
+    client.log_artifacts(run_id, str(ckpt), "checkpoint")
+    picture = os.path.join(trial_dir, "latent.png")
+    _latent_picture(result.model, ds, picture)
+    client.log_artifact(run_id, picture)
+    client.set_terminated(run_id, "FINISHED")
+    return ckpt
 
 
 def _open_run(client: Any, rt: dict[str, Any], spec: Any, config: dict[str, Any],
