@@ -212,6 +212,13 @@ def test_a_pair_that_cannot_be_aligned_is_recorded_as_failed(swept, tmp_path):
         run = swept["client"].get_run(pair["run_id"])
         assert run.info.status == "FAILED" and "identifiable" in run.data.tags["error"]
         assert pair["scores"]["oracle"]["r2"] > 0.5  # still scored: the oracle for reference
+        # the record holds those scores as they are (the report read them back by splitting
+        # metric names, guessing where a method's name ends)
+        detail = json.loads(Path(swept["client"].download_artifacts(
+            pair["run_id"], "pair.json", str(tmp_path / pair["run_id"]))).read_text())
+        assert json.dumps(detail["scores"], sort_keys=True) == json.dumps(pair["scores"],
+                                                                          sort_keys=True)
+        assert "identifiable" in detail["error"]
 
 
 def test_match_through_a_hub_aligns_n_minus_1_pairs_and_composes_the_rest(swept, tmp_path):

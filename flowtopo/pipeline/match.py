@@ -436,6 +436,9 @@ def _record_pair(client: Any, exp_id: str, parent_id: str, a: str, b: str,
     if "error" in res:
         row.error = res["error"]
         client.set_tag(rid, "error", res["error"][:4000])
+        # the scores of what did run (the baselines, the oracle), read back by the report
+        client.log_dict(rid, {"scores": scores, "error": row.error, "source_run": a,
+                              "target_run": b}, "pair.json")
         client.set_terminated(rid, "FAILED")
         return row
     ar = res["result"]
@@ -504,6 +507,8 @@ def _record_composed(client: Any, exp_id: str, parent_id: str, hub: str,
                        if failed else str(cm))
                 row.error = f"composed through {names[hub]}: {why}"
                 client.set_tag(rid, "error", row.error[:4000])
+                client.log_dict(rid, row.model_dump(include={"scores", "error", "composed_via"}),
+                                "pair.json")
                 client.set_terminated(rid, "FAILED")
                 rows.append(row)
                 continue

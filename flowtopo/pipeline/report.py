@@ -212,18 +212,20 @@ def _latest_match(client: Any, exp_id: str, img: Path, out: Path) -> dict[str, A
                    "scores": {}, "error": child.data.tags.get("error"), "ambiguous": False,
                    "picture_local": None, "fit_kl": None, "poor_fit": False,
                    "fit_reason": None}
-            if child.info.status == "FINISHED":
+            names_logged = {a.path for a in client.list_artifacts(child.info.run_id)}
+            if "pair.json" in names_logged:  # every pair, failed ones too, not only finished ones
                 detail = json.loads(Path(client.download_artifacts(
                     child.info.run_id, "pair.json", tmp)).read_text())
-                row.update(scores=detail["scores"], ambiguous=detail["ambiguous"],
+                row.update(scores=detail["scores"], ambiguous=detail.get("ambiguous", False),
                            fit_kl=detail.get("fit_kl"), poor_fit=detail.get("poor_fit", False),
                            fit_reason=detail.get("fit_reason"))
+            else:  # a failed pair recorded by an older flowtopo: its metrics hold the scores
+                row["scores"] = _scores_from_metrics(child.data.metrics)
+            if child.info.status == "FINISHED":
                 for art in client.list_artifacts(child.info.run_id, "pictures"):
                     local = Path(client.download_artifacts(child.info.run_id, art.path, tmp))
                     shutil.copy(local, img / f"pair-{i}.png")
                     row["picture_local"] = f"img/pair-{i}.png"
-            else:  # a failed pair has no pair.json: its metrics hold the baselines' scores
-                row["scores"] = _scores_from_metrics(child.data.metrics)
             rows.append(row)
     summary["pairs"] = rows
     summary["parent_run_id"] = pid
