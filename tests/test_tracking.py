@@ -28,6 +28,17 @@ def _client(tmp_path):
     return uri, mlflow_client(uri), ensure_experiment(uri, "life")
 
 
+def _tiny_spec(tmp_path, uri, epochs):
+    """A seconds-long `flowtopo train` spec recorded in the ``life`` experiment at ``uri``."""
+    from flowtopo.train_spec import TrainSpec
+
+    return TrainSpec.model_validate({
+        "dataset": {"name": "hierarchical", "options": {"n": 300}},
+        "model": {"k": 2, "flow": {"name": "coupling", "params": {"layers": 2}}},
+        "train": {"epochs": epochs}, "out": str(tmp_path / "ckpt"),
+        "mlflow": {"experiment": "life", "tracking_uri": uri}})
+
+
 @pytest.mark.parametrize("raised,status", [(None, "FINISHED"), (RuntimeError("boom"), "FAILED"),
                                            (KeyboardInterrupt(), "KILLED")])
 def test_a_run_ends_finished_failed_or_killed_never_running(tmp_path, raised, status):
@@ -49,7 +60,6 @@ def test_a_run_ends_finished_failed_or_killed_never_running(tmp_path, raised, st
 
 def test_a_training_run_whose_checkpoint_save_fails_is_failed(tmp_path, monkeypatch):
     import flowtopo.train_job as train_job
-    from flowtopo.train_spec import TrainSpec
 
     uri, client, exp = _client(tmp_path)
 
@@ -57,11 +67,7 @@ def test_a_training_run_whose_checkpoint_save_fails_is_failed(tmp_path, monkeypa
         raise OSError("disk full")
 
     monkeypatch.setattr(train_job, "save_checkpoint", broken_save)
-    spec = TrainSpec.model_validate({
-        "dataset": {"name": "hierarchical", "options": {"n": 300}},
-        "model": {"k": 2, "flow": {"name": "coupling", "params": {"layers": 2}}},
-        "train": {"epochs": 1}, "out": str(tmp_path / "ckpt"),
-        "mlflow": {"experiment": "life", "tracking_uri": uri}})
+    spec = _tiny_spec(tmp_path, uri, epochs=1)
     with pytest.raises(OSError, match="disk full"):
         train_job.run_train_spec(spec)
     (run,) = client.search_runs([exp])
@@ -94,14 +100,9 @@ def test_a_run_carries_its_provenance_and_its_config_without_runtime_paths(tmp_p
 
     import flowtopo
     from flowtopo.train_job import run_train_spec
-    from flowtopo.train_spec import TrainSpec
 
     uri, client, exp = _client(tmp_path)
-    spec = TrainSpec.model_validate({
-        "dataset": {"name": "hierarchical", "options": {"n": 300}},
-        "model": {"k": 2, "flow": {"name": "coupling", "params": {"layers": 2}}},
-        "train": {"epochs": 1}, "out": str(tmp_path / "ckpt"),
-        "mlflow": {"experiment": "life", "tracking_uri": uri}})
+    spec = _tiny_spec(tmp_path, uri, epochs=1)
     run_train_spec(spec)
     (run,) = client.search_runs([exp])
     assert run.data.tags["flowtopo.version"] == flowtopo.__version__
@@ -181,7 +182,6 @@ def test_metric_buffer_writes_several_epochs_a_request_and_everything_at_flush(t
 
 def test_a_training_run_that_fails_keeps_the_epochs_it_trained(tmp_path, monkeypatch):
     import flowtopo.train_job as train_job
-    from flowtopo.train_spec import TrainSpec
 
     uri, client, exp = _client(tmp_path)
     real_train = train_job.train
@@ -194,11 +194,7 @@ def test_a_training_run_that_fails_keeps_the_epochs_it_trained(tmp_path, monkeyp
         return real_train(*args, on_epoch=count, **kwargs)
 
     monkeypatch.setattr(train_job, "train", breaks_after_two_epochs)
-    spec = TrainSpec.model_validate({
-        "dataset": {"name": "hierarchical", "options": {"n": 300}},
-        "model": {"k": 2, "flow": {"name": "coupling", "params": {"layers": 2}}},
-        "train": {"epochs": 5}, "out": str(tmp_path / "ckpt"),
-        "mlflow": {"experiment": "life", "tracking_uri": uri}})
+    spec = _tiny_spec(tmp_path, uri, epochs=5)
     with pytest.raises(RuntimeError, match="node lost"):
         train_job.run_train_spec(spec)
     (run,) = client.search_runs([exp])

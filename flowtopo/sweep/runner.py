@@ -335,8 +335,8 @@ def _close_orphans(client: Any, runtime: dict[str, Any], why: str) -> None:
     Each gets the ``best_*`` summaries of the epochs it logged, as a trial that closed its own
     run after a scheduler's stop does (`priors best` ranks by them).
     """
-    from flowtopo.tracking import log_metrics
-    from flowtopo.train_job import SUMMARY_KEYS, best_over_epochs
+    from flowtopo.sweep.trainable import close_stopped
+    from flowtopo.train_job import SUMMARY_KEYS
 
     stale = client.search_runs(
         [runtime["experiment_id"]],
@@ -348,11 +348,7 @@ def _close_orphans(client: Any, runtime: dict[str, Any], why: str) -> None:
         for key in SUMMARY_KEYS:
             for m in client.get_metric_history(rid, key):
                 history.setdefault(int(m.step), {})[key] = float(m.value)
-        summary = best_over_epochs([history[e] for e in sorted(history)])
-        if summary:
-            log_metrics(client, rid, summary)
-        client.set_tag(rid, "stopped_early", why)
-        client.set_terminated(rid, "KILLED")
+        close_stopped(client, rid, [history[e] for e in sorted(history)], why)
 
 
 def interrupted(results: Any) -> bool:

@@ -222,14 +222,23 @@ def _node_id() -> str:
 
 
 def _stopped_early(client: Any, run_id: str, history: list[dict[str, float]]) -> None:
-    """Close the run of a trial the scheduler stopped: KILLED, with best-so-far summaries."""
+    """Close the run of a trial the scheduler stopped (`close_stopped`)."""
+    close_stopped(client, run_id, history, f"by the scheduler after {len(history)} epochs")
+
+
+def close_stopped(client: Any, run_id: str, history: list[dict[str, float]], why: str) -> None:
+    """Close a stopped trial's run: KILLED, tagged ``stopped_early``, with its summaries.
+
+    The ``best_*`` of ``history`` (per-epoch metrics) are what `priors best` ranks by. Called
+    by the trial itself, or by the sweep for a run whose trial was cut off first.
+    """
     from flowtopo.tracking import log_metrics
     from flowtopo.train_job import best_over_epochs
 
     summary = best_over_epochs(history)
     if summary:
         log_metrics(client, run_id, summary)
-    client.set_tag(run_id, "stopped_early", f"by the scheduler after {len(history)} epochs")
+    client.set_tag(run_id, "stopped_early", why)
     client.set_terminated(run_id, "KILLED")
 
 
