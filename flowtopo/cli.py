@@ -736,37 +736,32 @@ def sweep_summary(res: Any) -> dict[str, Any]:
                      "run_id": best.get("mlflow_run_id")} if best else None}
 
 
-@sweep_app.command("run")
-def sweep_run(
-    file: Annotated[Path, typer.Argument(help="Sweep YAML.")],
-    address: Annotated[str | None, typer.Option(help="Ray address (default: local Ray).")] = None,
-    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
-    storage: Annotated[str | None, typer.Option(help="Ray Tune results: a folder, or a URI "
-                                                     "(s3://BUCKET/PREFIX, gs://..., file://)."
-                                                )] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON "
-                                          "object on stdout (the progress bar goes to stderr; "
-                                          "schema: docs/sweep-yaml.md).")] = False,
-) -> None:
-    """Run a sweep to the end (local Ray by default, sqlite MLflow under ./flowtopo-runs)."""
+@contextlib.contextmanager
+def sweep_bar(title: str, total: int | None, metric: str, mode: str,
+              as_json: bool) -> Iterator[Any]:
+    """A progress bar for a sweep's trials, and the callbacks that move it.
+
+    Yields the callbacks to hand the sweep. Callbacks a resume restores from the sweep's
+    pickled state update the same bar (`flowtopo.sweep.progress.showing`).
+    """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from flowtopo.sweep.progress import RichProgress
-    from flowtopo.sweep.runner import run_sweep
-    from flowtopo.sweep.space import trial_budget
-    from flowtopo.sweep.spec import SweepSpec
-    from flowtopo.yaml_io import load_spec
+    from flowtopo.sweep.progress import RichProgress, SweepDisplay, showing
 
-    spec = load_spec(file, SweepSpec)
-    _check_trials(file, spec)  # a spec no trial could run fails here, before Ray starts
-    total = trial_budget(spec)  # also the grid check: a bad grid fails before Ray starts
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[info]}"),
                   TimeElapsedColumn(), console=err_console if as_json else console) as bar, \
             stdout_to_stderr(as_json):
-        task = bar.add_task(f"sweep {spec.name}", total=total, info="")
-        res = run_sweep(spec, address=address, tracking_uri=tracking_uri, storage_path=storage,
-                        callbacks=[RichProgress(bar, task, spec.metric, spec.mode)],
-                        yaml_text=file.read_text())
+        display = SweepDisplay(bar, bar.add_task(title, total=total, info=""), metric, mode)
+        with showing(display):
+            yield [RichProgress(display)]
+
+
+def sweep_outcome(res: Any, as_json: bool) -> None:
+    """Print what a sweep run or resume did; exit 130 when stopped, 1/2 when no trial finished.
+
+    A stopped sweep prints the command that continues it; a failed trial one line with its
+    reason; ``as_json`` the summary object (`sweep_summary`) on stdout, and nothing else there.
+    """
     if as_json:
         print_json(sweep_summary(res))
     if res.interrupted:
@@ -777,24 +772,53 @@ def sweep_run(
     for line in res.failures:  # one line per failed trial, with its reason
         err_console.print(Text.assemble(("failed trial ", "red"), line), soft_wrap=True,
                           highlight=False)
-    if as_json:
-        if res.all_failed:
-            raise typer.Exit(2 if res.user_errors_only else 1)
-        return
-    table = Table("field", "value", title=f"sweep {res.sweep_id}")
-    table.add_row("trials (search + seeds)", str(res.trials))
-    table.add_row("failed", str(res.failed))
-    if res.best:
-        table.add_row(f"best {res.best['metric']}", f"{res.best['value']:.4f}")
-        table.add_row("best family", str(res.best["config"].get("prior")))
-        table.add_row("best run", str(res.best.get("mlflow_run_id")))
-    table.add_row("MLflow", f"{res.tracking_uri} (experiment {res.experiment!r})")
-    table.add_row("Ray Tune results", res.storage_path)
-    console.print(table)
+    if not as_json:
+        table = Table("field", "value", title=f"sweep {res.sweep_id}")
+        table.add_row("trials (search + seeds)", str(res.trials))
+        table.add_row("failed", str(res.failed))
+        if res.best:
+            table.add_row(f"best {res.best['metric']}", f"{res.best['value']:.4f}")
+            table.add_row("best family", str(res.best["config"].get("prior")))
+            table.add_row("best run", str(res.best.get("mlflow_run_id")))
+        table.add_row("MLflow", f"{res.tracking_uri} (experiment {res.experiment!r})")
+        table.add_row("Ray Tune results", res.storage_path)
+        console.print(table)
     if res.all_failed:  # the sweep produced nothing: a failure, 2 when the input was to blame
-        err_console.print(Text.assemble(("error:", "red"), f" no trial of sweep {res.sweep_id} "
-                                        f"finished ({res.failed} failed)"), soft_wrap=True)
+        if not as_json:
+            err_console.print(Text.assemble(("error:", "red"), f" no trial of sweep "
+                                            f"{res.sweep_id} finished ({res.failed} failed)"),
+                              soft_wrap=True)
         raise typer.Exit(2 if res.user_errors_only else 1)
+
+
+JsonSummaryOption = Annotated[bool, typer.Option(
+    "--json", help="Print the summary as one JSON object on stdout (the progress bar goes to "
+    "stderr; schema: docs/sweep-yaml.md).")]
+
+
+@sweep_app.command("run")
+def sweep_run(
+    file: Annotated[Path, typer.Argument(help="Sweep YAML.")],
+    address: Annotated[str | None, typer.Option(help="Ray address (default: local Ray).")] = None,
+    tracking_uri: Annotated[str | None, typer.Option(help="MLflow tracking URI.")] = None,
+    storage: Annotated[str | None, typer.Option(help="Ray Tune results: a folder, or a URI "
+                                                     "(s3://BUCKET/PREFIX, gs://..., file://)."
+                                                )] = None,
+    as_json: JsonSummaryOption = False,
+) -> None:
+    """Run a sweep to the end (local Ray by default, sqlite MLflow under ./flowtopo-runs)."""
+    from flowtopo.sweep.runner import run_sweep
+    from flowtopo.sweep.space import trial_budget
+    from flowtopo.sweep.spec import SweepSpec
+    from flowtopo.yaml_io import load_spec
+
+    spec = load_spec(file, SweepSpec)
+    _check_trials(file, spec)  # a spec no trial could run fails here, before Ray starts
+    total = trial_budget(spec)  # also the grid check: a bad grid fails before Ray starts
+    with sweep_bar(f"sweep {spec.name}", total, spec.metric, spec.mode, as_json) as callbacks:
+        res = run_sweep(spec, address=address, tracking_uri=tracking_uri, storage_path=storage,
+                        callbacks=callbacks, yaml_text=file.read_text())
+    sweep_outcome(res, as_json)
 
 
 AddressOption = Annotated[str, typer.Option(
@@ -813,12 +837,40 @@ def sweep_submit(
     storage: Annotated[str | None, typer.Option(help="Ray Tune results folder on the "
                                                      "cluster (shared storage).")] = None,
     token: TokenOption = None,
+    job_user: Annotated[str | None, typer.Option(
+        help="The cluster's MLflow job user, granted EDIT on the sweep's experiment (default: "
+        "FLOWTOPO_MLFLOW_JOB_USER). No credentials travel with the job.")] = None,
 ) -> None:
     """Submit a sweep to a Ray cluster as a Ray Job; print its submission id."""
     from flowtopo.sweep import jobs
 
     console.print(jobs.submit(file, address, tracking_uri=tracking_uri, storage=storage,
-                              token=token))
+                              token=token, job_user=job_user))
+
+
+@sweep_app.command("job-user")
+def sweep_job_user(
+    out: Annotated[Path, typer.Option(help="Where the job user's credentials go (created mode "
+                                           "600; the nodes' $FLOWTOPO_MLFLOW_CREDENTIALS).")],
+    tracking_uri: Annotated[str | None, typer.Option(help="The MLflow server (default: "
+                                                          "MLFLOW_TRACKING_URI).")] = None,
+    user: Annotated[str, typer.Option(help="The job user's name.")] = "flowtopo-jobs",
+) -> None:
+    """Create the cluster's non-admin MLflow job user (run as an MLflow admin).
+
+    Its random password is written to OUT only. Sweeps submitted with FLOWTOPO_MLFLOW_JOB_USER
+    set grant it EDIT on their experiment; the nodes read OUT (docs/cluster.md).
+    """
+    from flowtopo.mlflow_auth import create_job_user
+    from flowtopo.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(tracking_uri)
+    if not uri.startswith(("http://", "https://")):
+        raise InputError(f"--tracking-uri {uri}: a job user lives on an MLflow server "
+                         "(http:// or https://)")
+    create_job_user(uri, out, user)
+    console.print(f"MLflow job user {user!r}: credentials in {out} (mode 600)", soft_wrap=True,
+                  highlight=False, markup=False)
 
 
 @sweep_app.command("status")
@@ -863,17 +915,28 @@ def sweep_resume(
     address: Annotated[str | None, typer.Option(help="Ray address (host:port) of a cluster "
                                                      "(default: the YAML's, else local Ray).")
                        ] = None,
+    as_json: JsonSummaryOption = False,
 ) -> None:
-    """Continue an interrupted sweep; finished trials are not rerun."""
-    from flowtopo.sweep.runner import resume_sweep
+    """Continue an interrupted sweep; finished trials are not rerun.
 
-    res = resume_sweep(path, address=address)
+    Ends as `sweep run` does: the summary, exit 130 and the resume command when stopped
+    again, 1 (2: the input's fault) when no trial finished.
+    """
+    from flowtopo.sweep.runner import read_sweep, resume_sweep
+
+    spec, _ = read_sweep(path)  # a folder that is not a signed sweep fails here
+    # the bar counts the trials this resume runs (the search's remaining, then the seeds)
+    with sweep_bar(f"resume {spec.name}", None, spec.metric, spec.mode, as_json) as callbacks:
+        res = resume_sweep(path, address=address, callbacks=callbacks)
     if res.already_finished:
-        console.print(f"sweep {res.sweep_id} already finished ({res.trials} trials, "
-                      f"{res.failed} failed): nothing to resume", soft_wrap=True, highlight=False)
+        if as_json:
+            print_json({**sweep_summary(res), "already_finished": True})
+        else:
+            console.print(f"sweep {res.sweep_id} already finished ({res.trials} trials, "
+                          f"{res.failed} failed): nothing to resume", soft_wrap=True,
+                          highlight=False)
         return
-    console.print(f"sweep {res.sweep_id}: {res.trials} trials, {res.failed} failed"
-                  + (" (interrupted again)" if res.interrupted else ""))
+    sweep_outcome(res, as_json)
 
 
 def main() -> None:

@@ -280,6 +280,27 @@ def _fit_and_sign(tuner: Any, exp_dir: Storage) -> Any:
         sign_folder(exp_dir)
 
 
+def read_sweep(path: str | Path | Storage) -> tuple[SweepSpec, dict[str, Any]]:
+    """The spec and context of the sweep in its Ray Tune folder, its signature checked.
+
+    Raises:
+        InputError: the folder is not a flowtopo sweep, or its state is not exactly as this
+            user's flowtopo signed it (`flowtopo.sweep.integrity.verify_folder`).
+
+    """
+    import json
+
+    from flowtopo.errors import InputError
+    from flowtopo.sweep.integrity import verify_folder
+
+    p = path if isinstance(path, Storage) else open_storage(path)
+    if not p.is_file(CONTEXT_FILE):
+        raise InputError(f"{p.uri}: not a flowtopo sweep folder (no {CONTEXT_FILE})")
+    verify_folder(p)  # before Ray unpickles tuner.pkl, the searcher state and params.pkl
+    ctx = json.loads(p.read_text(CONTEXT_FILE))
+    return SweepSpec.model_validate(ctx["spec"]), ctx
+
+
 def resume_sweep(path: str | Path, *, address: str | None = None,
                  callbacks: list[Any] | None = None) -> SweepResult:
     """Continue an interrupted sweep from its Ray Tune folder (``STORAGE/SWEEP_ID``).
@@ -294,20 +315,12 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
             is unpickled then.
 
     """
-    import json
-
     from ray import tune
 
-    from flowtopo.errors import InputError
-    from flowtopo.sweep.integrity import verify_folder
     from flowtopo.tracking import mlflow_client, run_lifecycle
 
     p = open_storage(path)
-    if not p.is_file(CONTEXT_FILE):
-        raise InputError(f"{p.uri}: not a flowtopo sweep folder (no {CONTEXT_FILE})")
-    verify_folder(p)  # before Ray unpickles tuner.pkl, the searcher state and params.pkl
-    ctx = json.loads(p.read_text(CONTEXT_FILE))
-    spec = SweepSpec.model_validate(ctx["spec"])
+    spec, ctx = read_sweep(p)
     runtime = ctx["runtime"]
     if ctx.get("finished"):  # resuming a sweep that ended changes nothing
         done = ctx["finished"]
@@ -351,15 +364,26 @@ def _close_orphans(client: Any, runtime: dict[str, Any], why: str) -> None:
         close_stopped(client, rid, [history[e] for e in sorted(history)], why)
 
 
-def interrupted(results: Any) -> bool:
-    """True when some trial neither finished nor failed (the sweep was stopped).
+def interrupted(results: Any, expected: int, fail_fast: bool = False) -> bool:
+    """True when the phase was stopped before its end (Ctrl-C, SIGINT, SIGUSR1).
+
+    Stopped when some trial neither finished nor failed, or when fewer than ``expected``
+    trials exist: a stop that lands after one trial ended and before the searcher created
+    the next leaves only complete trials behind (with reused workers the gap is a fraction of
+    a second), and the phase must still be resumed, not summed up as done. Under
+    ``fail_fast`` a failed trial ends the phase early on purpose: then the missing trials
+    are not a stop.
 
     A trial finished when its last result says ``done`` or is the trial's final report (it
     names the MLflow run, or the user's error). The final report is checked too because Ray,
     keeping only the latest checkpoints (`_checkpoint_config`), may restore a finished trial
     with the result of its last checkpoint, where ``done`` is not yet set.
     """
-    return any(r.error is None and not _complete(r.metrics or {}) for r in results)
+    results = list(results)
+    if any(r.error is None and not _complete(r.metrics or {}) for r in results):
+        return True
+    failed = any(failure_line(r) is not None for r in results)
+    return len(results) < expected and not (fail_fast and failed)
 
 
 def _complete(metrics: dict[str, Any]) -> bool:
@@ -377,6 +401,7 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
     """
     from ray import tune
 
+    from flowtopo.sweep.space import trial_budget
     from flowtopo.tracking import mlflow_client
 
     sweep_id, pid = runtime["sweep_id"], runtime["parent_run_id"]
@@ -388,7 +413,7 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
     if search is None:  # the search phase has just stopped
         out.trials = len(results)
         _count_failures(out, results)
-        if interrupted(results):
+        if interrupted(results, trial_budget(spec), spec.fail_fast):
             out.interrupted = True
             return out
         _close_orphans(client, runtime, "by the scheduler (its run was closed when the sweep "
@@ -432,7 +457,7 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
         seed_results = _fit_and_sign(replica, seeds_dir)
         out.trials += len(seed_results)
         _count_failures(out, seed_results)
-        if interrupted(seed_results):
+        if interrupted(seed_results, len(best_per_family) * (spec.seeds - 1)):
             out.interrupted = True
             return out
     for key, v in (("trials", out.trials), ("failed_trials", out.failed)):
