@@ -1,7 +1,8 @@
 """Runtime setup shared by the orchestration commands: Ray sessions and MLflow checkpoints.
 
-- `init_ray`: connect to a cluster (workers get the tracking URI and any MLflow credentials of
-  this environment, `FORWARDED`), attach as a Ray Job's driver, or start a private local Ray.
+- `init_ray`: connect to a cluster (workers get the tracking URI; never a password: they take
+  the cluster's own MLflow credentials, `flowtopo.mlflow_auth`), attach as a Ray Job's driver,
+  or start a private local Ray.
 - `fetch_checkpoint` / `checkpoint_from_files`: a run's checkpoint artifact as bytes (for Ray's
   object store) and back to a loaded checkpoint (``weights_only``).
 
@@ -16,7 +17,6 @@ from typing import Any
 
 from flowtopo.errors import InputError
 
-FORWARDED = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")
 CHECKPOINT_ARTIFACT = "checkpoint"
 """The artifact folder of a run that holds its checkpoint."""
 
@@ -30,11 +30,14 @@ def init_ray(address: str | None, uri: str) -> None:
     if ray.is_initialized():
         return
     quiet = {"log_to_driver": False, "configure_logging": False}
-    if address:  # a cluster: workers get the tracking URI (and any MLflow credentials of this
-        # environment) through the runtime environment
-        env = {"MLFLOW_TRACKING_URI": uri, **{k: os.environ[k] for k in FORWARDED
-                                               if os.environ.get(k)}}
-        ray.init(address=address, runtime_env={"env_vars": env}, **quiet)
+    if address:  # a cluster: workers get the tracking URI through the runtime environment,
+        # which Ray logs in plain text: no credentials (the nodes hold the job user's, in the
+        # file $FLOWTOPO_MLFLOW_CREDENTIALS names; flowtopo.mlflow_auth)
+        from flowtopo.mlflow_auth import check_no_secret
+
+        check_no_secret("the tracking URI", uri)
+        ray.init(address=address, runtime_env={"env_vars": {"MLFLOW_TRACKING_URI": uri}},
+                 **quiet)
     elif os.environ.get("RAY_ADDRESS"):  # a Ray Job's driver: the job's runtime env applies
         ray.init(**quiet)
     else:  # embedded default: a NEW local Ray sized to the machine ("local": never attach to
@@ -140,7 +143,10 @@ def fetch_checkpoint(tracking_uri: str, run_id: str, dst: Path) -> dict[str, byt
     from flowtopo.checkpoint import load_checkpoint
 
     run_id = resolve_model(tracking_uri, run_id)
+    if tracking_uri.startswith(("http://", "https://")):
+        from flowtopo.mlflow_auth import load_credentials
 
+        load_credentials()  # on a cluster node: the job user's (mlflow_client does the same)
     try:
         local = mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=str(dst),

@@ -64,9 +64,12 @@ def mlflow_client(tracking_uri: str, *, read_only: bool = False, probe: bool = T
         probe: for an http(s) server, check within ``PROBE_TIMEOUT_S`` that it answers (the
             client's own retries take minutes); trials pass False and rely on those retries.
 
+    For an http(s) server, a process without MLflow credentials in its environment takes
+    them from ``$FLOWTOPO_MLFLOW_CREDENTIALS`` (`flowtopo.mlflow_auth.load_credentials`).
+
     Raises:
         InputError: an unknown URI scheme, a missing store (``read_only``), an unreachable
-            server.
+            server, an unreadable or unprotected credentials file.
 
     """
     import mlflow
@@ -77,8 +80,12 @@ def mlflow_client(tracking_uri: str, *, read_only: bool = False, probe: bool = T
     if scheme not in SCHEMES:
         raise InputError(f"tracking URI {tracking_uri!r}: unknown scheme {scheme!r}; valid: "
                          f"{', '.join(SCHEMES)}")
-    if scheme in ("http", "https") and probe:
-        _probe(tracking_uri)
+    if scheme in ("http", "https"):
+        from flowtopo.mlflow_auth import load_credentials
+
+        load_credentials()  # on a cluster node: the job user's, from its 0600 file
+        if probe:
+            _probe(tracking_uri)
     if not tracking_uri.startswith("sqlite:///"):
         return mlflow.MlflowClient(tracking_uri)
     if read_only and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():

@@ -18,7 +18,8 @@ LAYERS = {
     "prior_fit": 2, "representations": 2,
     "topology": 3,
     "matching": 4, "paired_scores": 4,
-    "runtime": 5, "train_job": 5, "model_alignment": 5, "translate": 5, "tracking": 5, "sweep": 5,
+    "runtime": 5, "train_job": 5, "model_alignment": 5, "translate": 5, "tracking": 5,
+    "mlflow_auth": 5, "sweep": 5,
     "pipeline": 5,
     "cli": 6,
 }

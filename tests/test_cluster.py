@@ -197,6 +197,75 @@ def test_a_sweep_submitted_through_jobs_lands_in_the_server(cluster, tmp_path):
     assert len(summary["pairs"]) == 2
     parent = http(cluster, f"/api/2.0/mlflow/runs/get?run_id={summary['parent_run_id']}")
     assert parent["run"]["info"]["status"] == "FINISHED"
+    _no_password_reached_ray(cluster, job, done)
+
+
+def _ray_temp_dirs(state):
+    """The Ray temp dirs start.sh gave the head and the worker node (drivers that connect
+    from outside, `match --address`, log into the cluster's session dir too)."""
+    digest = subprocess.run(["cksum"], input=str(state.resolve()), capture_output=True,
+                            text=True).stdout.split()[0]
+    return [p for p in (Path(f"/tmp/ftc-{digest}"), Path(f"/tmp/ftc-{digest}w")) if p.is_dir()]
+
+
+def _no_password_reached_ray(cluster, job, trial_runs_done):
+    """Issue 19 item 2: neither the admin's password nor the job user's is in any file under
+    Ray's temp dirs, in the Jobs API, or in the environment of any Ray process; the trials
+    wrote as the non-admin job user, who may not write elsewhere."""
+    from flowtopo.mlflow_auth import read_credentials
+
+    state = cluster["state"]
+    cred = state / "mlflow-job-credentials"
+    assert cred.stat().st_mode & 0o777 == 0o600
+    job_user, job_password = read_credentials(cred)
+    secrets_ = [cluster["password"].encode(), job_password.encode()]
+    temps = _ray_temp_dirs(state)
+    assert temps and str(temps[0]).startswith("/tmp/ftc-")
+    scanned = 0
+    for root in temps:
+        for path in root.rglob("*"):
+            try:
+                if not path.is_file() or path.is_symlink() or path.stat().st_size > 200 << 20:
+                    continue
+                data = path.read_bytes()
+            except OSError:
+                continue
+            scanned += 1
+            assert not any(s in data for s in secrets_), f"a password is in {path}"
+    assert scanned > 50  # Ray's logs, the runtime-env agent's among them
+    token = (state / "auth_token").read_text().strip()
+    req = urllib.request.Request(f"{cluster['jobs']}/api/jobs/",
+                                 headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req, timeout=30) as r:
+        listed = r.read()
+    assert job.encode() in listed and not any(s in listed for s in secrets_)
+    prefix = str(temps[0]).encode()
+    ray_procs = 0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            cwd = os.readlink(proc / "cwd").encode()
+            environ = (proc / "environ").read_bytes()
+        except OSError:
+            continue
+        if prefix in _cmdline(proc) or cwd.startswith(prefix):
+            ray_procs += 1
+            assert not any(s in environ for s in secrets_), _cmdline(proc)[:200]
+    assert ray_procs >= 4  # both nodes' raylets, GCS, agents
+    # the job wrote as the job user (the only credentials any Ray process could read), which
+    # submit granted EDIT on this experiment, and nothing more
+    exp_id = {r["info"]["experiment_id"] for r in trial_runs_done}.pop()
+    grant = http(cluster, f"/api/3.0/mlflow/users/permissions/get?username={job_user}"
+                          f"&resource_type=experiment&resource_id={exp_id}")
+    assert grant == {"allowed": True, "permission": "EDIT"}, grant
+    other = http(cluster, "/api/2.0/mlflow/experiments/create", {"name": "not-the-jobs"})
+    req = urllib.request.Request(
+        f"{cluster['mlflow']}/api/2.0/mlflow/runs/create", method="POST",
+        data=json.dumps({"experiment_id": other["experiment_id"]}).encode(),
+        headers={"Content-Type": "application/json", "Authorization": "Basic " + base64.b64encode(
+            f"{job_user}:{job_password}".encode()).decode()})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 403
 
 
 def _worker_raylet(state):

@@ -4,6 +4,7 @@ The Ray cluster-launcher files are checked by Ray's own schema validator; the Ku
 manifests field by field; the sweep YAML inside the RayJob by flowtopo's own SweepSpec.
 """
 
+import json
 import re
 import subprocess
 import sys
@@ -39,8 +40,16 @@ def test_launcher_configs_pass_rays_schema(name, provider):
     starts = " ".join(raw["head_start_ray_commands"] + raw["worker_start_ray_commands"])
     assert starts.count("RAY_AUTH_MODE=token") == 2
     assert "--dashboard-host=127.0.0.1" in starts
-    assert "flowtopo.env" in starts  # MLflow URI and credentials from the user's env file
+    assert "flowtopo.env" in starts  # the MLflow URI from the user's env file
     assert "~/.flowtopo/cluster.env" in raw["file_mounts"].values()
+    # MLflow credentials: the job user's file (chmod 600), never a password in the nodes'
+    # environment (which every job inherits)
+    assert raw["file_mounts"]["/home/ubuntu/mlflow-job-credentials"] == \
+        "~/.flowtopo/mlflow-job-credentials"
+    assert "chmod 600 ~/mlflow-job-credentials" in setup
+    text = (CLUSTER / name).read_text()
+    assert "FLOWTOPO_MLFLOW_CREDENTIALS=/home/ubuntu/mlflow-job-credentials" in text
+    assert "MLFLOW_TRACKING_PASSWORD" not in text
 
 
 def test_raycluster_has_token_auth_a_cpu_head_and_autoscaling_gpu_workers():
@@ -55,10 +64,25 @@ def test_raycluster_has_token_auth_a_cpu_head_and_autoscaling_gpu_workers():
     assert group["minReplicas"] == 0 < group["maxReplicas"]
     worker = group["template"]["spec"]["containers"][0]
     assert worker["resources"]["limits"]["nvidia.com/gpu"] == "1"
-    for container in (head, worker):
-        env = {e["name"]: e for e in container["env"]}
-        assert env["MLFLOW_TRACKING_URI"]["value"].startswith("http://mlflow:")
-        assert "secretKeyRef" in env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]
+    for pod in (spec["headGroupSpec"]["template"]["spec"], group["template"]["spec"]):
+        assert_jobs_read_mlflow_credentials_from_a_secret_file(pod)
+
+
+def assert_jobs_read_mlflow_credentials_from_a_secret_file(pod):
+    """Issue 19 item 2: no password in a Ray container's environment (Ray logs a job's
+    environment and shows it through its Jobs API); the job user's credentials file is a
+    mounted secret, not readable by others, named by FLOWTOPO_MLFLOW_CREDENTIALS."""
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["MLFLOW_TRACKING_URI"]["value"].startswith("http://mlflow:")
+    assert not {"MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_USERNAME",
+                "MLFLOW_AUTH_ADMIN_PASSWORD"} & set(env)
+    assert "mlflow-auth" not in json.dumps(pod)  # the admin's secret stays with the server
+    path = Path(env["FLOWTOPO_MLFLOW_CREDENTIALS"]["value"])
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(path.parent)]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == "mlflow-job-credentials"
+    assert volume["secret"]["defaultMode"] & 0o027 == 0  # no write for the group, nothing else
 
 
 def test_rayjob_runs_a_valid_sweep_yaml_from_its_configmap():
@@ -74,6 +98,8 @@ def test_rayjob_runs_a_valid_sweep_yaml_from_its_configmap():
     assert head["volumes"][0]["configMap"]["name"] == cm["metadata"]["name"]
     assert head["containers"][0]["volumeMounts"][0]["mountPath"] == "/config"
     assert job["spec"]["shutdownAfterJobFinishes"] is True
+    for pod in (head, cluster["workerGroupSpecs"][0]["template"]["spec"]):
+        assert_jobs_read_mlflow_credentials_from_a_secret_file(pod)
 
 
 def test_mlflow_manifest_has_postgres_basic_auth_and_no_literal_secret():

@@ -132,12 +132,15 @@ def test_stop_a_running_sweep_job(head):
     assert jobs.status(job_id, head["address"]) == "STOPPED"
 
 
-def test_submit_forwards_credentials_and_the_optuna_storage_to_the_job_only(monkeypatch):
-    """The job's driver runs the searcher: it needs $FLOWTOPO_OPTUNA_STORAGE; nothing else of
-    the caller's environment travels."""
+def test_submit_sends_no_credentials_and_grants_the_job_user_the_experiment(monkeypatch):
+    """Ray writes a job's environment to its logs and shows it through the Jobs API: no
+    password goes there. The job user is granted EDIT on the sweep's experiment instead;
+    an Optuna storage URL with a password is refused (it belongs in the nodes' environment)."""
+    from flowtopo import mlflow_auth, tracking
+    from flowtopo.errors import InputError
     from flowtopo.sweep import jobs
 
-    seen = {}
+    seen, granted = {}, []
 
     class Fake:
         def submit_job(self, **kw):
@@ -145,14 +148,60 @@ def test_submit_forwards_credentials_and_the_optuna_storage_to_the_job_only(monk
             return kw["submission_id"]
 
     monkeypatch.setattr(jobs, "client", lambda address, token: Fake())
-    monkeypatch.setenv("FLOWTOPO_OPTUNA_STORAGE", "postgresql://u:pw@db/optuna")
+    monkeypatch.setattr(tracking, "ensure_experiment", lambda uri, name: f"id-of-{name}")
+    monkeypatch.setattr(mlflow_auth, "grant_job_user",
+                        lambda uri, exp, user: granted.append((uri, exp, user)))
+    monkeypatch.setenv("FLOWTOPO_OPTUNA_STORAGE", "postgresql://u@db/optuna")
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "alice")
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "secret")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "tok")
     monkeypatch.setenv("UNRELATED_SECRET", "x")
-    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.setenv("FLOWTOPO_MLFLOW_JOB_USER", "flowtopo-jobs")
     sid = jobs.submit(Path("sweeps/quickstart.yaml"), "http://127.0.0.1:1",
                       tracking_uri="http://127.0.0.1:5000")
     env = seen["runtime_env"]["env_vars"]
     assert sid.startswith("flowtopo-")
-    assert env["FLOWTOPO_OPTUNA_STORAGE"] == "postgresql://u:pw@db/optuna"
-    assert env["MLFLOW_TRACKING_PASSWORD"] == "secret"
-    assert "UNRELATED_SECRET" not in env and "MLFLOW_TRACKING_USERNAME" not in env
+    assert env == {"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000", "RAY_JOB_STOP_SIGNAL": "SIGINT",
+                   "RAY_JOB_STOP_WAIT_TIME_S": "120",
+                   "FLOWTOPO_OPTUNA_STORAGE": "postgresql://u@db/optuna"}
+    assert "secret" not in repr(seen) and "tok" not in repr(seen.get("runtime_env"))
+    assert granted == [("http://127.0.0.1:5000", "id-of-quickstart", "flowtopo-jobs")]
+    # a password in a URL the job would carry: refused before anything is submitted
+    seen.clear()
+    monkeypatch.setenv("FLOWTOPO_OPTUNA_STORAGE", "postgresql://u:pw@db/optuna")
+    with pytest.raises(InputError, match="FLOWTOPO_OPTUNA_STORAGE holds a password"):
+        jobs.submit(Path("sweeps/quickstart.yaml"), "http://127.0.0.1:1",
+                    tracking_uri="http://127.0.0.1:5000")
+    monkeypatch.delenv("FLOWTOPO_OPTUNA_STORAGE")
+    with pytest.raises(InputError, match="the tracking URI holds a password"):
+        jobs.submit(Path("sweeps/quickstart.yaml"), "http://127.0.0.1:1",
+                    tracking_uri="http://bob:pw@127.0.0.1:5000")
+    assert seen == {}
+
+
+def test_a_node_takes_its_mlflow_user_from_a_file_only_its_owner_reads(tmp_path, monkeypatch):
+    from flowtopo.errors import InputError
+    from flowtopo.mlflow_auth import load_credentials, write_credentials
+
+    path = tmp_path / "cred"
+    write_credentials(path, "flowtopo-jobs", "pw-123")
+    assert path.stat().st_mode & 0o777 == 0o600
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.setenv("FLOWTOPO_MLFLOW_CREDENTIALS", str(path))
+    assert load_credentials() == "flowtopo-jobs"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "pw-123"
+    # credentials already in the environment win (a user's shell is unchanged)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "mine")
+    assert load_credentials() is None and os.environ["MLFLOW_TRACKING_PASSWORD"] == "mine"
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+    path.chmod(0o644)
+    with pytest.raises(InputError, match="readable or writable by others"):
+        load_credentials()
+    path.chmod(0o600)
+    path.write_text("[other]\nx = 1\n")
+    with pytest.raises(InputError, match="not an MLflow credentials file"):
+        load_credentials()
+    monkeypatch.setenv("FLOWTOPO_MLFLOW_CREDENTIALS", str(tmp_path / "missing"))
+    with pytest.raises(InputError, match="cannot read it"):
+        load_credentials()

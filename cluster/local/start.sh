@@ -60,9 +60,17 @@ if [ ! -s "$state/auth_token" ]; then
   (umask 077 && "$py" -c 'import secrets; print(secrets.token_hex(32))' > "$state/auth_token")
 fi
 export RAY_AUTH_MODE=token RAY_AUTH_TOKEN_PATH="$state/auth_token"
+# Ray's nodes, and every job and worker they start, never see a password: not the admin's, not
+# the caller's. Jobs write to MLflow as the non-admin job user, whose credentials the nodes
+# read from a 0600 file outside Ray's temp dir (flowtopo/mlflow_auth.py; made once MLflow is
+# up). The file's path is all they are given.
+job_credentials="$state/mlflow-job-credentials"
+no_secrets=(env -u MLFLOW_AUTH_ADMIN_PASSWORD -u MLFLOW_TRACKING_PASSWORD -u MLFLOW_TRACKING_TOKEN
+            -u MLFLOW_TRACKING_USERNAME)
+if [ "$no_auth" = 0 ]; then no_secrets+=("FLOWTOPO_MLFLOW_CREDENTIALS=$job_credentials"); fi
 
 # shellcheck disable=SC2046
-setsid nohup ray start --head --block --port="$ray_port" --node-ip-address="$host" \
+setsid nohup "${no_secrets[@]}" ray start --head --block --port="$ray_port" --node-ip-address="$host" \
   --dashboard-host="$host" --dashboard-port="$dash_port" --temp-dir="$temp" \
   --ray-client-server-port="$(free_port)" $(node_ports) \
   --num-cpus="${HEAD_CPUS:-1}" --disable-usage-stats >"$state/logs/ray-head.log" 2>&1 </dev/null &
@@ -84,7 +92,7 @@ PY
 # shellcheck disable=SC2046
 # The worker node gets its own temp dir: two nodes sharing one would also share (and garbage-
 # collect) each other's runtime-env working dirs, pulling a job driver's cwd from under it.
-setsid nohup ray start --block --address="$host:$ray_port" --node-ip-address="$host" \
+setsid nohup "${no_secrets[@]}" ray start --block --address="$host:$ray_port" --node-ip-address="$host" \
   --temp-dir="${temp}w" $(node_ports) \
   --num-cpus="${WORKER_CPUS:-1}" --disable-usage-stats >"$state/logs/ray-worker.log" 2>&1 </dev/null &
 echo "ray-worker $!" >> "$state/pids"
@@ -149,9 +157,23 @@ while time.time() < deadline:  # both Ray nodes alive
 sys.exit(1)
 PY
 
+job_user="${FLOWTOPO_MLFLOW_JOB_USER:-flowtopo-jobs}"
+if [ "$no_auth" = 0 ]; then  # the job user: non-admin, EDIT only on what a submitter grants it
+  MLFLOW_TRACKING_USERNAME="${MLFLOW_AUTH_ADMIN_USERNAME:-admin}" \
+  MLFLOW_TRACKING_PASSWORD="$MLFLOW_AUTH_ADMIN_PASSWORD" "$py" -m flowtopo.cli sweep job-user \
+    --tracking-uri "http://$host:$mlflow_port" --out "$job_credentials" --user "$job_user" \
+    >/dev/null \
+    || { echo "start.sh: could not create the MLflow job user $job_user (see $state/logs/mlflow.log)" >&2; "$here/stop.sh" >/dev/null; exit 1; }
+  echo "export FLOWTOPO_MLFLOW_JOB_USER=$job_user" >> "$state/env"
+fi
+
 echo "Ray head        $host:$ray_port (dashboard + Jobs API http://$host:$dash_port)"
 echo "Ray worker node joined; MLflow http://$host:$mlflow_port (store: $backend)"
 echo "state, logs:    $state"
+if [ "$no_auth" = 0 ]; then
+  echo "jobs write to MLflow as $job_user (credentials: $job_credentials, mode 600); submit with"
+  echo "your own MLflow user (MLFLOW_TRACKING_USERNAME/PASSWORD): it grants $job_user each sweep's experiment"
+fi
 echo
 echo "  source $state/env"
 echo "  flowtopo sweep submit sweeps/quickstart.yaml --address \$FLOWTOPO_RAY_ADDRESS --tracking-uri \$MLFLOW_TRACKING_URI"

@@ -4,6 +4,10 @@ The token is, in order: ``--token``, ``RAY_AUTH_TOKEN``, the file ``RAY_AUTH_TOK
 ``~/.ray/auth_token`` (written by ``ray start``/``ray.init`` on the head); it travels as an
 ``Authorization: Bearer`` header. Jobs are stopped with SIGINT (``RAY_JOB_STOP_SIGNAL``) so Ray
 Tune saves its state and the sweep can be resumed.
+
+No secret travels with a job: Ray writes a job's environment to its logs and shows it through
+the Jobs API. The job writes to MLflow as the cluster's job user (`flowtopo.mlflow_auth`),
+whom `submit` grants EDIT on the sweep's experiment, and only on it.
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 from flowtopo.errors import InputError
-from flowtopo.runtime import FORWARDED
 from flowtopo.sweep.spec import OPTUNA_STORAGE_ENV
 
 
@@ -67,22 +70,38 @@ def _call(address: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def submit(file: Path, address: str, *, tracking_uri: str | None = None,
-           storage: str | None = None, token: str | None = None) -> str:
+           storage: str | None = None, token: str | None = None,
+           job_user: str | None = None) -> str:
     """Submit ``flowtopo sweep run FILE`` as a Ray Job; return its submission id.
 
     The YAML travels in the job's working_dir; flowtopo must be installed on the cluster
-    (see docs/cluster.md). The tracking URI (flag, YAML, ``MLFLOW_TRACKING_URI``, else this
-    machine's absolute sqlite default), ``RAY_JOB_STOP_SIGNAL=SIGINT``, any MLflow
-    credentials in this environment (`FORWARDED`) and ``$FLOWTOPO_OPTUNA_STORAGE`` go to the
-    job's environment.
+    (see docs/cluster.md). The job's environment holds the tracking URI (flag, YAML,
+    ``MLFLOW_TRACKING_URI``, else this machine's absolute sqlite default),
+    ``RAY_JOB_STOP_SIGNAL=SIGINT`` and ``$FLOWTOPO_OPTUNA_STORAGE``, and no credentials: with
+    ``job_user`` (the cluster's MLflow job user, default ``$FLOWTOPO_MLFLOW_JOB_USER``) the
+    experiment is created here, with this environment's MLflow credentials, and the job user
+    is granted EDIT on it.
+
+    Raises:
+        InputError: the YAML, the cluster, a URL holding a password (the tracking URI, the
+            Optuna storage), or a grant the server refuses.
+
     """
+    from flowtopo.mlflow_auth import JOB_USER_ENV, check_no_secret, grant_job_user
     from flowtopo.sweep.spec import SweepSpec
-    from flowtopo.tracking import resolve_tracking_uri
+    from flowtopo.tracking import ensure_experiment, resolve_tracking_uri
     from flowtopo.yaml_io import load_spec
 
     spec = load_spec(file, SweepSpec)
     uri = resolve_tracking_uri(tracking_uri or spec.mlflow.tracking_uri)
+    check_no_secret("the tracking URI", uri)
+    optuna = os.environ.get(OPTUNA_STORAGE_ENV)
+    if optuna:
+        check_no_secret(f"${OPTUNA_STORAGE_ENV}", optuna)
     jc = client(address, token)
+    job_user = job_user or os.environ.get(JOB_USER_ENV)
+    if job_user and uri.startswith(("http://", "https://")):
+        grant_job_user(uri, ensure_experiment(uri, spec.mlflow.experiment), job_user)
     work = Path(tempfile.mkdtemp(prefix="flowtopo-job-"))
     shutil.copy(file, work / "sweep.yaml")
     cmd = ["python", "-m", "flowtopo.cli", "sweep", "run", "sweep.yaml", "--tracking-uri", uri]
@@ -93,11 +112,8 @@ def submit(file: Path, address: str, *, tracking_uri: str | None = None,
     # of 3 s before SIGKILL is too short for both, so the job gets 120 s.
     env = {"MLFLOW_TRACKING_URI": uri, "RAY_JOB_STOP_SIGNAL": "SIGINT",
            "RAY_JOB_STOP_WAIT_TIME_S": "120"}
-    # tracking-server credentials and the Optuna storage URL (the job's driver runs the
-    # searcher) travel over the authenticated API
-    for key in (*FORWARDED, OPTUNA_STORAGE_ENV):
-        if os.environ.get(key):
-            env[key] = os.environ[key]
+    if optuna:
+        env[OPTUNA_STORAGE_ENV] = optuna
     try:
         deadline = time.monotonic() + 60
         while True:  # a head that has just started has no job agent for a few seconds
