@@ -661,34 +661,40 @@ def demo_cmd(
     summary = run_demo(cfg, log=console.print)
     table = Table("family", "adversarial loss", "NLL (nats/dim)", "c2st", title="prior families "
                   "(held-out, mean over seeds; lower adversarial loss is better)")
-    for r in summary["ranking"]:
-        table.add_row(r["family"], f"{r['adv_loss']:.3f}", f"{r['nll']:.3f}", f"{r['c2st']:.2f}")
+    for r in summary.ranking:
+        table.add_row(r.family, f"{r.adv_loss:.3f}", f"{r.nll:.3f}", f"{r.c2st:.2f}")
     console.print(table)
     scores = Table("method", "R²", "top-1", "MRR", "label transfer",
-                   title=f"translation between the two {summary['best_family']} models "
+                   title=f"translation between the two {summary.best_family} models "
                          "(paired test split)")
-    for method, sc in summary["scores"].items():
+    for method, sc in summary.scores.items():
         name = method + (" (supervised upper bound)" if method == "oracle" else "")
         scores.add_row(name, f"{sc['r2']:.3f}", f"{sc['top1']:.3f}", f"{sc['mrr']:.3f}",
                        f"{sc.get('label_transfer', float('nan')):.3f}")
     console.print(scores)
-    console.print(demo_headline(summary), highlight=False, markup=False)
-    console.print(f"report: {summary['report']}")
-    console.print(f"outputs: {summary['out']} ({summary['seconds']:.0f} s)")
+    console.print(demo_headline(summary.scores, summary.tree), highlight=False, markup=False)
+    console.print(f"report: {summary.report}", highlight=False, markup=False)
+    console.print(f"outputs: {summary.out} ({summary.seconds:.0f} s)", highlight=False,
+                  markup=False)
 
 
-def demo_headline(summary: dict[str, Any]) -> str:
-    """The demo's one-line conclusion; it says what the fit check says."""
-    tree, oracle = summary["scores"].get("tree"), summary["scores"].get("oracle")
-    info = summary["tree"]
+def demo_headline(scores: dict[str, dict[str, float]], info: Any) -> str:
+    """The demo's one-line conclusion; it says what the fit check says.
+
+    Args:
+        scores: method -> scores on the paired test rows (`DemoSummary.scores`).
+        info: what tree matching did (`flowtopo.pipeline.demo.TreeOutcome`).
+
+    """
+    tree, oracle = scores.get("tree"), scores.get("oracle")
     if tree is None or oracle is None:
-        return f"headline: tree matching failed: {info.get('error', 'no scores')}"
-    scores = (f"tree matching R² {tree['r2']:.3f} vs oracle R² {oracle['r2']:.3f} "
-              "(no paired data used by tree matching)")
-    if info.get("poor_fit"):
-        return (f"headline: the map is FLAGGED as a poor fit ({info['fit_reason']}), so the "
-                f"scores do not make it trustworthy; {scores}")
-    return f"headline: {scores}; the fit checks pass"
+        return f"headline: tree matching failed: {info.error or 'no scores'}"
+    text = (f"tree matching R² {tree['r2']:.3f} vs oracle R² {oracle['r2']:.3f} "
+            "(no paired data used by tree matching)")
+    if info.poor_fit:
+        return (f"headline: the map is FLAGGED as a poor fit ({info.fit_reason}), so the "
+                f"scores do not make it trustworthy; {text}")
+    return f"headline: {text}; the fit checks pass"
 
 
 def _check_trials(file: Path, spec: Any) -> None:

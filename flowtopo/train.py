@@ -219,6 +219,69 @@ def _epoch(model: FlowAE, disc: Discriminator, opt: torch.optim.Optimizer,
     return {key: float(v) / len(x_tr) for key, v in sums.items()}
 
 
+class _Session:
+    """One `train` call's moving parts.
+
+    The two networks, their optimizers, the data-order generator, the history and the best
+    epoch so far.
+    """
+
+    def __init__(self, model: FlowAE, cfg: TrainConfig, device: torch.device,
+                 dtype: torch.dtype, gen: torch.Generator) -> None:
+        self.model, self.device, self.gen = model.to(device), device, gen
+        self.disc = Discriminator(model.k, cfg.disc_hidden).to(device=device, dtype=dtype)
+        # The fused kernel updates every tensor in one operator (CPU and CUDA): a small model's
+        # optimizer step otherwise costs ~10 operators per parameter tensor.
+        fused = device.type in ("cpu", "cuda")
+        self.opt = torch.optim.Adam(model.parameters(), lr=cfg.lr,
+                                    weight_decay=cfg.weight_decay, fused=fused)
+        self.opt_d = torch.optim.Adam(self.disc.parameters(), lr=cfg.disc_lr,
+                                      betas=(0.5, 0.999), fused=fused)
+        self.history: list[dict[str, float]] = []
+        self.best_val, self.best_epoch = math.inf, 0
+        self.best_state = copy.deepcopy(model.state_dict())
+
+    def restore(self, state: TrainState) -> int:
+        """Take up ``state`` (an interrupted call's); return the epoch to go on from."""
+        self.model.load_state_dict(state.model)
+        self.disc.load_state_dict(state.discriminator)
+        self.opt.load_state_dict(state.optimizer)
+        self.opt_d.load_state_dict(state.disc_optimizer)
+        self.gen.set_state(state.generator)
+        _set_rng_state(state.rng, self.device)
+        self.history = [dict(h) for h in state.history]
+        self.best_val, self.best_epoch = state.best_val, state.best_epoch
+        self.best_state = {k: v.to(self.device) for k, v in state.best_model.items()}
+        return state.epoch + 1
+
+    def record(self, epoch: int, metrics: dict[str, float], monitor: str) -> bool:
+        """Append the epoch's metrics; keep its weights if ``monitor`` improved (returned)."""
+        metrics["epoch"] = float(epoch)
+        self.history.append(metrics)
+        improved = metrics[monitor] < self.best_val
+        if improved:
+            self.best_val, self.best_epoch = metrics[monitor], epoch
+            self.best_state = copy.deepcopy(self.model.state_dict())
+        return improved
+
+    def state(self, epoch: int) -> TrainState:
+        """A copy of everything needed to go on after ``epoch``."""
+        return TrainState(
+            epoch, copy.deepcopy(self.model.state_dict()), copy.deepcopy(self.disc.state_dict()),
+            copy.deepcopy(self.opt.state_dict()), copy.deepcopy(self.opt_d.state_dict()),
+            self.gen.get_state(), _rng_state(self.device), list(self.history), self.best_val,
+            self.best_epoch, self.best_state)
+
+
+def _split(x_train: np.ndarray, cfg: TrainConfig, dtype: torch.dtype, device: torch.device,
+           gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(training rows, validation rows (at most ``eval_size``)), on ``device``, by ``gen``."""
+    x_all = torch.as_tensor(np.asarray(x_train), dtype=dtype)
+    perm = torch.randperm(len(x_all), generator=gen)
+    n_val = max(2, int(cfg.val_fraction * len(x_all)))
+    return x_all[perm[n_val:]].to(device), x_all[perm[:n_val]][: cfg.eval_size].to(device)
+
+
 def train(model: FlowAE, x_train: np.ndarray, x_test: np.ndarray | None, cfg: TrainConfig,
           on_epoch: Callable[[int, dict[str, float]], None] | None = None, *,
           state_every: int = 0, on_state: Callable[[TrainState], None] | None = None,
@@ -245,58 +308,26 @@ def train(model: FlowAE, x_train: np.ndarray, x_test: np.ndarray | None, cfg: Tr
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     dtype = next(model.parameters()).dtype
-    x_all = torch.as_tensor(np.asarray(x_train), dtype=dtype)
     gen = torch.Generator().manual_seed(cfg.seed)
-    perm = torch.randperm(len(x_all), generator=gen)
-    n_val = max(2, int(cfg.val_fraction * len(x_all)))
-    x_val = x_all[perm[:n_val]][: cfg.eval_size].to(device)
-    x_tr = x_all[perm[n_val:]].to(device)
-    model.to(device)
-    disc = Discriminator(model.k, cfg.disc_hidden).to(device=device, dtype=dtype)
-    # The fused kernel updates every tensor in one operator (CPU and CUDA): a small model's
-    # optimizer step otherwise costs ~10 operators per parameter tensor.
-    fused = device.type in ("cpu", "cuda")
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                           fused=fused)
-    opt_d = torch.optim.Adam(disc.parameters(), lr=cfg.disc_lr, betas=(0.5, 0.999), fused=fused)
-    history: list[dict[str, float]] = []
-    best_val, best_epoch, best_state = math.inf, 0, copy.deepcopy(model.state_dict())
-    first = 1
-    if resume is not None:
-        model.load_state_dict(resume.model)
-        disc.load_state_dict(resume.discriminator)
-        opt.load_state_dict(resume.optimizer)
-        opt_d.load_state_dict(resume.disc_optimizer)
-        gen.set_state(resume.generator)
-        _set_rng_state(resume.rng, device)
-        history = [dict(h) for h in resume.history]
-        best_val, best_epoch = resume.best_val, resume.best_epoch
-        best_state = {k: v.to(device) for k, v in resume.best_model.items()}
-        first = resume.epoch + 1
-    stopped = resume is not None and resume.epoch - best_epoch >= cfg.patience
+    x_tr, x_val = _split(x_train, cfg, dtype, device, gen)
+    run = _Session(model, cfg, device, dtype, gen)
+    first = 1 if resume is None else run.restore(resume)
+    stopped = resume is not None and resume.epoch - resume.best_epoch >= cfg.patience
     for epoch in range(first, 1 if stopped else cfg.epochs + 1):
-        metrics = _epoch(model, disc, opt, opt_d, x_tr, gen, cfg, epoch)
-        metrics.update(evaluate(model, disc, x_val, seed=cfg.seed + epoch))
-        metrics["epoch"] = float(epoch)
-        history.append(metrics)
-        improved = metrics[cfg.monitor] < best_val
-        if improved:
-            best_val, best_epoch = metrics[cfg.monitor], epoch
-            best_state = copy.deepcopy(model.state_dict())
+        metrics = _epoch(model, run.disc, run.opt, run.opt_d, x_tr, gen, cfg, epoch)
+        metrics.update(evaluate(model, run.disc, x_val, seed=cfg.seed + epoch))
+        improved = run.record(epoch, metrics, cfg.monitor)
         if on_state is not None and state_every > 0 and epoch % state_every == 0:
-            on_state(TrainState(
-                epoch, copy.deepcopy(model.state_dict()), copy.deepcopy(disc.state_dict()),
-                copy.deepcopy(opt.state_dict()), copy.deepcopy(opt_d.state_dict()),
-                gen.get_state(), _rng_state(device), list(history), best_val, best_epoch,
-                best_state))
+            on_state(run.state(epoch))
         if on_epoch is not None:
             on_epoch(epoch, metrics)
-        if not improved and epoch - best_epoch >= cfg.patience:
+        if not improved and epoch - run.best_epoch >= cfg.patience:
             break
-    model.load_state_dict(best_state)
-    result = TrainResult(model.eval(), disc, history, best_epoch, history[best_epoch - 1])
+    model.load_state_dict(run.best_state)
+    result = TrainResult(model.eval(), run.disc, run.history, run.best_epoch,
+                         run.history[run.best_epoch - 1])
     if x_test is not None:
         xt = torch.as_tensor(np.asarray(x_test)[: max(cfg.eval_size, 1)], dtype=dtype).to(device)
         result.test = {f"test_{k.removeprefix('val_')}": v
-                       for k, v in evaluate(model, disc, xt, seed=cfg.seed).items()}
+                       for k, v in evaluate(model, run.disc, xt, seed=cfg.seed).items()}
     return result

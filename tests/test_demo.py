@@ -52,16 +52,31 @@ def test_demo_rejects_an_unknown_family():
 @pytest.mark.parametrize("poor", [True, False])
 def test_the_demo_headline_says_what_the_fit_check_says(poor):
     from flowtopo.cli import demo_headline
+    from flowtopo.pipeline.demo import TreeOutcome
 
-    summary = {"scores": {"tree": {"r2": 0.982}, "oracle": {"r2": 0.982}},
-               "tree": {"poor_fit": poor, "fit_reason": "fit KL 0.84 nats > 0.25" if poor
-                        else None}}
-    line = demo_headline(summary)
+    scores = {"tree": {"r2": 0.982}, "oracle": {"r2": 0.982}}
+    line = demo_headline(scores, TreeOutcome(
+        poor_fit=poor, fit_reason="fit KL 0.84 nats > 0.25" if poor else None))
     assert "R² 0.982" in line
     if poor:
         assert "FLAGGED" in line and "fit KL 0.84 nats > 0.25" in line
         assert line.index("FLAGGED") < line.index("R²")  # the flag comes before the scores
     else:
         assert "FLAGGED" not in line and "fit checks pass" in line
-    failed = demo_headline({"scores": {}, "tree": {"error": "not identifiable"}})
+    failed = demo_headline({}, TreeOutcome(error="not identifiable"))
     assert "failed" in failed and "not identifiable" in failed
+
+
+def test_the_demo_summary_is_typed_and_its_json_reads_back():
+    """Issue 17 item 8: run_demo returns a DemoSummary; summary.json is its JSON form."""
+    from flowtopo.pipeline.demo import DemoSummary, FamilyRank, TreeOutcome
+
+    summary = DemoSummary(
+        ranking=[FamilyRank(family="gmm", runs=2, adv_loss=0.69, nll=1.2, c2st=0.52)],
+        best_family="gmm", scores={"tree": {"r2": 0.9}}, tree=TreeOutcome(poor_fit=True),
+        sweep_id="s", trials=4, failed=0, tracking_uri="sqlite:///x", report="r", seconds=1.0,
+        out="o")
+    back = DemoSummary.model_validate(json.loads(json.dumps(summary.to_json())))
+    assert back == summary and back.ranking[0].adv_loss == 0.69
+    with pytest.raises(ValueError, match="extra"):
+        DemoSummary.model_validate({**summary.to_json(), "unexpected": 1})

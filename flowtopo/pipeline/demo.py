@@ -21,6 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
+from flowtopo.pipeline.match_result import Scores
+
 
 @dataclass
 class DemoConfig:
@@ -34,6 +38,51 @@ class DemoConfig:
     out: Path = Path("flowtopo-runs/demo")
     baselines: list[str] = field(default_factory=lambda: ["cluster_qap", "gw"])
     max_concurrent_trials: int = 2
+
+
+class FamilyRank(BaseModel):
+    """One prior family's held-out measures, averaged over its seeds' runs."""
+
+    model_config = ConfigDict(extra="forbid")
+    family: str
+    runs: int
+    adv_loss: float
+    nll: float
+    c2st: float
+
+
+class TreeOutcome(BaseModel):
+    """What tree matching did on the best family's first pair (``error`` when it failed)."""
+
+    model_config = ConfigDict(extra="forbid")
+    error: str | None = None
+    ambiguous: bool | None = None
+    node_pairs: list[list[int]] | None = None
+    candidates: int | None = None
+    poor_fit: bool = False
+    fit_reason: str | None = None
+    mean_r2: float | None = None
+
+
+class DemoSummary(BaseModel):
+    """What `run_demo` returns; `to_json` is ``summary.json``."""
+
+    model_config = ConfigDict(extra="forbid")
+    ranking: list[FamilyRank]
+    best_family: str
+    scores: Scores
+    tree: TreeOutcome
+    sweep_id: str
+    trials: int
+    failed: int
+    tracking_uri: str
+    report: str
+    seconds: float
+    out: str
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON form (``summary.json``)."""
+        return self.model_dump(mode="json")
 
 
 PRIOR_PARAMS: dict[str, dict[str, Any]] = {
@@ -74,7 +123,7 @@ def demo_sweep(cfg: DemoConfig) -> dict[str, Any]:
     }
 
 
-def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
+def run_demo(cfg: DemoConfig, log: Any = print) -> DemoSummary:
     """Run the demo; ``log`` receives strings or rich renderables. Returns the summary."""
     from flowtopo.data import load_dataset
     from flowtopo.errors import InputError
@@ -101,34 +150,33 @@ def run_demo(cfg: DemoConfig, log: Any = print) -> dict[str, Any]:
     ranking = []
     for family in dict.fromkeys(r["group"] for r in rows):
         mine = [r for r in rows if r["group"] == family]
-        ranking.append({"family": family, "runs": len(mine),
-                        **{m: sum(r[f"best_{m}"] for r in mine) / len(mine)
-                           for m in ("adv_loss", "nll", "c2st")}})
-    ranking.sort(key=lambda r: r["adv_loss"])
+        ranking.append(FamilyRank(family=family, runs=len(mine),
+                                  **{m: sum(r[f"best_{m}"] for r in mine) / len(mine)
+                                     for m in ("adv_loss", "nll", "c2st")}))
+    ranking.sort(key=lambda r: r.adv_loss)
     if not ranking:
         raise InputError("the demo sweep finished no trial (see the MLflow runs' error tags)")
-    best = ranking[0]["family"]
+    best = ranking[0].family
     log(f"best prior family by held-out adversarial loss: {best}")
-    scores: dict[str, dict[str, float]] = {}
-    tree_info: dict[str, Any] = {}
+    scores: Scores = {}
     try:
         match = run_match(MatchConfig(experiment="demo", family=best, top=2,
                                       baselines=list(cfg.baselines), tracking_uri=uri,
                                       json_out=out / "match.json"), log=log)
         first = match.pairs[0]
         scores = first.scores
-        tree_info = ({"error": first.error} if not first.ok else
-                     {"ambiguous": first.ambiguous, "node_pairs": first.node_pairs,
-                      "candidates": first.candidates, "poor_fit": first.poor_fit,
-                      "fit_reason": first.fit_reason})
-        tree_info["mean_r2"] = match.mean_r2
+        tree = (TreeOutcome(error=first.error) if not first.ok else
+                TreeOutcome(ambiguous=first.ambiguous, node_pairs=first.node_pairs,
+                            candidates=first.candidates, poor_fit=first.poor_fit,
+                            fit_reason=first.fit_reason))
+        tree.mean_r2 = match.mean_r2
     except InputError as err:
-        tree_info = {"error": str(err)}
+        tree = TreeOutcome(error=str(err))
         log(f"matching failed: {err}")
     report = build_report("demo", out / "report", tracking_uri=uri)
-    summary = {"ranking": ranking, "best_family": best, "scores": scores, "tree": tree_info,
-               "sweep_id": sweep.sweep_id, "trials": sweep.trials, "failed": sweep.failed,
-               "tracking_uri": uri, "report": str(report), "seconds": time.perf_counter() - t0,
-               "out": str(out)}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    summary = DemoSummary(ranking=ranking, best_family=best, scores=scores, tree=tree,
+                          sweep_id=sweep.sweep_id, trials=sweep.trials, failed=sweep.failed,
+                          tracking_uri=uri, report=str(report),
+                          seconds=time.perf_counter() - t0, out=str(out))
+    (out / "summary.json").write_text(json.dumps(summary.to_json(), indent=2))
     return summary

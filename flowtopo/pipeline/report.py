@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -185,8 +186,26 @@ def _rel(path: Path, root: Path) -> str:
     return path.relative_to(root).as_posix()
 
 
+@dataclass
+class ReportPair:
+    """One ordered pair as the report shows it, read from its run's ``pair.json``."""
+
+    source_name: str
+    target_name: str
+    scores: dict[str, dict[str, float]] = field(default_factory=dict)
+    error: str | None = None
+    ambiguous: bool = False
+    fit_kl: float | None = None
+    poor_fit: bool = False
+    fit_reason: str | None = None
+    picture_local: str | None = None  # its picture, copied beside the page
+
+
 def _latest_match(client: Any, exp_id: str, img: Path, out: Path) -> dict[str, Any] | None:
-    """The newest finished match run: its scores.json, pair rows and pictures (copied)."""
+    """The newest finished match run, or None.
+
+    Its scores.json, its pairs (`ReportPair`, under ``pairs``) and their pictures (copied).
+    """
     found = client.search_runs(
         [exp_id], filter_string="tags.`flowtopo.kind` = 'match' and attributes.status = "
                                 "'FINISHED'", order_by=["attributes.start_time DESC"],
@@ -208,24 +227,22 @@ def _latest_match(client: Any, exp_id: str, img: Path, out: Path) -> dict[str, A
         for i, child in enumerate(sorted(children, key=lambda c: c.info.run_name or "")):
             tags = child.data.tags
             src, tgt = tags.get("source_run", "?"), tags.get("target_run", "?")
-            row = {"source_name": names.get(src, src[:6]), "target_name": names.get(tgt, tgt[:6]),
-                   "scores": {}, "error": child.data.tags.get("error"), "ambiguous": False,
-                   "picture_local": None, "fit_kl": None, "poor_fit": False,
-                   "fit_reason": None}
+            row = ReportPair(names.get(src, src[:6]), names.get(tgt, tgt[:6]),
+                             error=child.data.tags.get("error"))
             names_logged = {a.path for a in client.list_artifacts(child.info.run_id)}
             if "pair.json" in names_logged:  # every pair, failed ones too, not only finished ones
                 detail = json.loads(Path(client.download_artifacts(
                     child.info.run_id, "pair.json", tmp)).read_text())
-                row.update(scores=detail["scores"], ambiguous=detail.get("ambiguous", False),
-                           fit_kl=detail.get("fit_kl"), poor_fit=detail.get("poor_fit", False),
-                           fit_reason=detail.get("fit_reason"))
+                row.scores, row.ambiguous = detail["scores"], detail.get("ambiguous", False)
+                row.fit_kl, row.poor_fit = detail.get("fit_kl"), detail.get("poor_fit", False)
+                row.fit_reason = detail.get("fit_reason")
             else:  # a failed pair recorded by an older flowtopo: its metrics hold the scores
-                row["scores"] = _scores_from_metrics(child.data.metrics)
+                row.scores = _scores_from_metrics(child.data.metrics)
             if child.info.status == "FINISHED":
                 for art in client.list_artifacts(child.info.run_id, "pictures"):
                     local = Path(client.download_artifacts(child.info.run_id, art.path, tmp))
                     shutil.copy(local, img / f"pair-{i}.png")
-                    row["picture_local"] = f"img/pair-{i}.png"
+                    row.picture_local = f"img/pair-{i}.png"
             rows.append(row)
     summary["pairs"] = rows
     summary["parent_run_id"] = pid

@@ -399,67 +399,102 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
     Ray Tune folder (``STORAGE/SWEEP_ID-seeds``) is signed when it stops; given ``search``
     (that summary, on a resume) it is restored instead of started again.
     """
-    from ray import tune
-
-    from flowtopo.sweep.space import trial_budget
     from flowtopo.tracking import mlflow_client
 
-    sweep_id, pid = runtime["sweep_id"], runtime["parent_run_id"]
+    sweep_id = runtime["sweep_id"]
     exp_dir = open_storage(storage).child(sweep_id)
     client = mlflow_client(runtime["tracking_uri"])
     out = SweepResult(sweep_id, spec.mlflow.experiment, runtime["tracking_uri"], exp_dir.uri,
-                      pid)
+                      runtime["parent_run_id"])
     resume_seeds = search is not None
     if search is None:  # the search phase has just stopped
-        out.trials = len(results)
-        _count_failures(out, results)
-        if interrupted(results, trial_budget(spec), spec.fail_fast):
-            out.interrupted = True
+        search = _search_summary(results, spec, runtime, client, out)
+        if out.interrupted:
             return out
-        _close_orphans(client, runtime, "by the scheduler (its run was closed when the sweep "
-                                        "finished)")
-        if out.failed < out.trials:
-            out.best = _best_result(results, spec, runtime, client)
-        search = {"trials": out.trials, "failed": out.failed, "failures": out.failures,
-                  "user_errors": out.user_errors, "best": out.best,
-                  "families": _best_per_family(results, spec)}
     else:
         out.trials, out.failed, out.user_errors = (search["trials"], search["failed"],
                                                    search["user_errors"])
         out.failures, out.best = list(search["failures"]), dict(search["best"])
-    best_per_family = search["families"]
-    if spec.seeds > 1 and best_per_family:
-        seeds_dir = open_storage(storage).child(f"{sweep_id}-seeds")
-        seeds_runtime = {**runtime, "phase": "seeds"}
-        if resume_seeds and seeds_dir.is_file("tuner.pkl"):
-            from flowtopo.sweep.integrity import verify_folder
-
-            verify_folder(seeds_dir)  # before Ray unpickles anything in it
-            replica = tune.Tuner.restore(seeds_dir.uri,
-                                         trainable=_unpack_trainable(spec, seeds_runtime),
-                                         resume_unfinished=True, resume_errored=False)
-        else:
-            configs = [{**params, "seed": s} for params in best_per_family.values()
-                       for s in range(1, spec.seeds)]
-            replica = tune.Tuner(
-                _unpack_trainable(spec, seeds_runtime),
-                param_space={"cfg": tune.grid_search(configs)},
-                tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials,
-                                            trial_name_creator=trial_name,
-                                            trial_dirname_creator=trial_name,
-                                            reuse_actors=True),
-                run_config=tune.RunConfig(
-                    name=f"{sweep_id}-seeds", storage_path=storage, verbose=0,
-                    callbacks=list(callbacks or []),  # a copy: Ray appends its loggers to it
-                    failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-                    checkpoint_config=_checkpoint_config()))
+    if spec.seeds > 1 and search["families"]:
         _update_context(exp_dir, phase="seeds", search=search)
-        seed_results = _fit_and_sign(replica, seeds_dir)
+        seed_results = _seeds_phase(spec, runtime, storage, callbacks, search["families"],
+                                    resume=resume_seeds)
         out.trials += len(seed_results)
         _count_failures(out, seed_results)
-        if interrupted(seed_results, len(best_per_family) * (spec.seeds - 1)):
+        if interrupted(seed_results, len(search["families"]) * (spec.seeds - 1)):
             out.interrupted = True
             return out
+    _close_parent(client, spec, runtime["parent_run_id"], exp_dir, out)
+    return out
+
+
+def _search_summary(results: Any, spec: SweepSpec, runtime: dict[str, Any], client: Any,
+                    out: SweepResult) -> dict[str, Any]:
+    """Count the search's trials into ``out`` and summarise it (JSON: kept in the context).
+
+    Sets ``out.interrupted`` when the search was stopped (then nothing else is done);
+    otherwise closes the runs a scheduler cut off and finds the best trial.
+    """
+    from flowtopo.sweep.space import trial_budget
+
+    out.trials = len(results)
+    _count_failures(out, results)
+    if interrupted(results, trial_budget(spec), spec.fail_fast):
+        out.interrupted = True
+        return {}
+    _close_orphans(client, runtime, "by the scheduler (its run was closed when the sweep "
+                                    "finished)")
+    if out.failed < out.trials:
+        out.best = _best_result(results, spec, runtime, client)
+    return {"trials": out.trials, "failed": out.failed, "failures": out.failures,
+            "user_errors": out.user_errors, "best": out.best,
+            "families": _best_per_family(results, spec)}
+
+
+def _seeds_phase(spec: SweepSpec, runtime: dict[str, Any], storage: str,
+                 callbacks: list[Any] | None, families: dict[str, dict[str, Any]],
+                 resume: bool) -> Any:
+    """Retrain each family's best configuration with seeds 1..seeds-1; return Tune's results.
+
+    On a resume whose seeds phase had begun, its signed Ray Tune folder is restored.
+    """
+    from ray import tune
+
+    sweep_id = runtime["sweep_id"]
+    seeds_dir = open_storage(storage).child(f"{sweep_id}-seeds")
+    seeds_runtime = {**runtime, "phase": "seeds"}
+    if resume and seeds_dir.is_file("tuner.pkl"):
+        from flowtopo.sweep.integrity import verify_folder
+
+        verify_folder(seeds_dir)  # before Ray unpickles anything in it
+        replica = tune.Tuner.restore(seeds_dir.uri,
+                                     trainable=_unpack_trainable(spec, seeds_runtime),
+                                     resume_unfinished=True, resume_errored=False)
+    else:
+        configs = [{**params, "seed": s} for params in families.values()
+                   for s in range(1, spec.seeds)]
+        replica = tune.Tuner(
+            _unpack_trainable(spec, seeds_runtime),
+            param_space={"cfg": tune.grid_search(configs)},
+            tune_config=tune.TuneConfig(max_concurrent_trials=spec.max_concurrent_trials,
+                                        trial_name_creator=trial_name,
+                                        trial_dirname_creator=trial_name,
+                                        reuse_actors=True),
+            run_config=tune.RunConfig(
+                name=f"{sweep_id}-seeds", storage_path=storage, verbose=0,
+                callbacks=list(callbacks or []),  # a copy: Ray appends its loggers to it
+                failure_config=tune.FailureConfig(max_failures=spec.max_failures),
+                checkpoint_config=_checkpoint_config()))
+    return _fit_and_sign(replica, seeds_dir)
+
+
+def _close_parent(client: Any, spec: SweepSpec, pid: str, exp_dir: Storage,
+                  out: SweepResult) -> None:
+    """Close the parent run of a sweep that ended, and mark its context so.
+
+    Its totals go on the parent run, FINISHED (FAILED with an ``error`` tag when no trial
+    finished); a later resume then does nothing.
+    """
     for key, v in (("trials", out.trials), ("failed_trials", out.failed)):
         client.log_metric(pid, key, v)
     if out.best.get("value") is not None:
@@ -471,7 +506,6 @@ def _finish(results: Any, spec: SweepSpec, runtime: dict[str, Any], storage: str
         client.set_terminated(pid, "FAILED")
     else:
         client.set_terminated(pid, "FINISHED")
-    return out
 
 
 def _best_result(results: Any, spec: SweepSpec, runtime: dict[str, Any],
