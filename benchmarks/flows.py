@@ -1,7 +1,10 @@
 """Training-step cost of the flows, measured side by side in one run.
 
-1. Coupling FlowAE vs a plain MLP auto-encoder with about the same parameter count
-   (target: <= 1.5x per step).
+1. Coupling FlowAE vs plain MLP auto-encoders. Targets (issue 18, item 3, restating issue 3's:
+   the FlowAE's decoder is its encoder run backwards, so its full step does twice the
+   arithmetic of an equal-parameter MLP auto-encoder's): the full step <= 1.3x an MLP
+   auto-encoder with the same multiply-adds per sample, and the MLE step (no decoder) <= 1.25x
+   one with the same parameter count, at batch 4096.
 2. Divergence-free continuous flow (no trace term: log|det| = 0) vs an FFJORD-style CNF that
    needs a Hutchinson trace estimate of div f, same data, same solver and tolerance
    (target: >= 3x faster per step). NFE are printed. Beside it, the same masked field under
@@ -98,8 +101,9 @@ def coupling_rows(d: int, k: int, batches: list[int], repeats: int,
           f"MLP AE same FLOPs/sample {n_params(aes['flops'])} (hidden {h_flops}). Multiply-adds "
           f"per sample, forward: FlowAE full {2 * macs}, MLE {macs}; MLP same params "
           f"{linear_macs(aes['same'])}, same FLOPs {linear_macs(aes['flops'])}")
-    print("| batch | FlowAE full ms | FlowAE MLE ms | MLP same-params ms | full / MLP "
-          "(target <= 1.5x) | MLE / MLP | MLP same-FLOPs ms | full / same-FLOPs |")
+    print("| batch | FlowAE full ms | FlowAE MLE ms | MLP same-params ms | full / same-params "
+          "| MLE / same-params (target <= 1.25x at 4096) | MLP same-FLOPs ms | full / "
+          "same-FLOPs (target <= 1.3x at 4096) |")
     print("|---|---|---|---|---|---|---|---|")
     ops: dict[str, int] = {}
     for b in batches:
@@ -135,9 +139,13 @@ def coupling_rows(d: int, k: int, batches: list[int], repeats: int,
         ms = time_interleaved(steps, repeats, sync=_sync(device))
         ops = {name: count_ops(fn) for name, fn in steps.items()}
         full, mle, same, flops = (ms[n] * 1e3 for n in ("full", "mle", "same", "flops"))
-        print(f"| {b} | {full:.2f} | {mle:.2f} | {same:.2f} | {full / same:.2f}x "
-              f"{'PASS' if full / same <= 1.5 else 'FAIL'} | {mle / same:.2f}x | {flops:.2f} | "
-              f"{full / flops:.2f}x |")
+        def verdict(ratio: float, target: float, b: int = b) -> str:
+            """PASS/FAIL at the batch size the targets name."""
+            return f" {'PASS' if ratio <= target else 'FAIL'}" if b == 4096 else ""
+
+        print(f"| {b} | {full:.2f} | {mle:.2f} | {same:.2f} | {full / same:.2f}x | "
+              f"{mle / same:.2f}x{verdict(mle / same, 1.25)} | {flops:.2f} | "
+              f"{full / flops:.2f}x{verdict(full / flops, 1.3)} |")
     print(f"ATen operators dispatched per step (forward, backward, Adam): FlowAE full "
           f"{ops['full']}, MLE {ops['mle']}; MLP same params {ops['same']}, same FLOPs "
           f"{ops['flops']}")

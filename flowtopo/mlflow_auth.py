@@ -83,11 +83,19 @@ def read_credentials(path: Path) -> tuple[str, str]:
 
 
 def write_credentials(path: Path, user: str, password: str) -> None:
-    """Write ``path`` (mode 0600 from its creation) in MLflow's credentials format."""
+    """Write ``path`` (mode 0600 from its creation) in MLflow's credentials format.
+
+    Raises:
+        InputError: the file cannot be written there.
+
+    """
     cfg = configparser.ConfigParser()
     cfg["mlflow"] = {USERNAME.lower(): user, PASSWORD.lower(): password}
-    path.unlink(missing_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        path.unlink(missing_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as err:
+        raise InputError(f"{path}: cannot write the credentials there ({err.strerror})") from None
     with os.fdopen(fd, "w") as f:
         cfg.write(f)
 
@@ -97,19 +105,35 @@ def create_job_user(tracking_uri: str, path: Path, user: str = DEFAULT_JOB_USER)
 
     Run by an MLflow admin (credentials in this process's environment), on the machine that
     starts the cluster. The password is random and is written nowhere else.
+
+    Raises:
+        InputError: the server cannot be reached, has no basic-auth, or refuses (the caller
+            is not an admin).
+
     """
     from mlflow.exceptions import MlflowException
     from mlflow.server import get_app_client
 
+    from flowtopo.tracking import mlflow_client
+
+    mlflow_client(tracking_uri)  # a server that does not answer: one line, within seconds
     auth = get_app_client("basic-auth", tracking_uri=tracking_uri)
     password = secrets.token_urlsafe(24)
+    staged = path.with_name(f".{path.name}.new")  # written first: an unwritable --out fails
+    write_credentials(staged, user, password)     # before the server changes anything
     try:
-        auth.create_user(user, password)
+        try:
+            auth.create_user(user, password)
+        except MlflowException as err:
+            if "RESOURCE_ALREADY_EXISTS" not in str(err):
+                raise
+            auth.update_user_password(user, password)  # a restarted cluster: a new password
     except MlflowException as err:
-        if "RESOURCE_ALREADY_EXISTS" not in str(err):
-            raise
-        auth.update_user_password(user, password)  # a restarted cluster: a fresh password
-    write_credentials(path, user, password)
+        staged.unlink(missing_ok=True)
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise InputError(f"cannot create the MLflow job user {user!r} at {tracking_uri} (an "
+                         f"admin's MLFLOW_TRACKING_USERNAME/PASSWORD needed): {first}") from None
+    os.replace(staged, path)
 
 
 def grant_job_user(tracking_uri: str, experiment_id: str, user: str) -> None:

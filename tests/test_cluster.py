@@ -175,6 +175,31 @@ def test_a_wrong_token_is_refused_by_the_jobs_api(cluster):
         assert res.returncode == 2 and "refused" in res.stderr
 
 
+def test_only_an_admin_makes_a_job_user_whose_file_only_its_owner_reads(cluster, tmp_path):
+    from flowtopo.mlflow_auth import read_credentials
+
+    job_user, job_password = read_credentials(cluster["state"] / "mlflow-job-credentials")
+    as_job = {**cluster["env"], "MLFLOW_TRACKING_USERNAME": job_user,
+              "MLFLOW_TRACKING_PASSWORD": job_password}
+    out = tmp_path / "cred"
+    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "job-user", "--out",
+                          str(out), "--user", "intruder"], env=as_job, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 2 and "cannot create the MLflow job user 'intruder'" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not out.exists()
+    assert list(tmp_path.iterdir()) == []  # nothing staged left behind
+    res = flowtopo(cluster, "sweep", "job-user", "--out", str(out), "--user", "second-jobs")
+    assert res.returncode == 0, res.stderr
+    assert out.stat().st_mode & 0o777 == 0o600
+    user, password = read_credentials(out)
+    assert user == "second-jobs" and password not in res.stdout + res.stderr
+    req = urllib.request.Request(f"{cluster['mlflow']}/api/2.0/mlflow/experiments/search"
+                                 "?max_results=1", headers={"Authorization": "Basic " +
+                                 base64.b64encode(f"{user}:{password}".encode()).decode()})
+    with urllib.request.urlopen(req, timeout=30) as r:  # the new user's password works
+        assert r.status == 200
+
+
 def test_a_sweep_submitted_through_jobs_lands_in_the_server(cluster, tmp_path):
     job = submit(cluster, sweep_yaml(tmp_path, "clu"))
     assert wait(cluster, job) == "SUCCEEDED", flowtopo(

@@ -205,3 +205,15 @@ def test_a_node_takes_its_mlflow_user_from_a_file_only_its_owner_reads(tmp_path,
     monkeypatch.setenv("FLOWTOPO_MLFLOW_CREDENTIALS", str(tmp_path / "missing"))
     with pytest.raises(InputError, match="cannot read it"):
         load_credentials()
+
+
+@pytest.mark.parametrize("uri, message", [
+    ("sqlite:///x.db", "a job user lives on an MLflow server"),
+    ("http://127.0.0.1:1", "cannot reach the MLflow server at http://127.0.0.1:1"),
+])
+def test_job_user_without_a_server_is_one_line_and_exit_2(tmp_path, uri, message):
+    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "job-user", "--out",
+                          str(tmp_path / "cred"), "--tracking-uri", uri], capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 2 and message in res.stderr, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and not (tmp_path / "cred").exists()
