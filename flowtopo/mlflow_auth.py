@@ -25,6 +25,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from flowtopo.errors import InputError
@@ -112,12 +113,11 @@ def create_job_user(tracking_uri: str, path: Path, user: str = DEFAULT_JOB_USER)
 
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.server import get_app_client
 
     from flowtopo.tracking import mlflow_client
 
     mlflow_client(tracking_uri)  # a server that does not answer: one line, within seconds
-    auth = get_app_client("basic-auth", tracking_uri=tracking_uri)
+    auth = _auth_client(tracking_uri)
     password = secrets.token_urlsafe(24)
     staged = path.with_name(f".{path.name}.new")  # written first: an unwritable --out fails
     write_credentials(staged, user, password)     # before the server changes anything
@@ -145,9 +145,8 @@ def grant_job_user(tracking_uri: str, experiment_id: str, user: str) -> None:
 
     """
     from mlflow.exceptions import MlflowException
-    from mlflow.server import get_app_client
 
-    auth = get_app_client("basic-auth", tracking_uri=tracking_uri)
+    auth = _auth_client(tracking_uri)
     try:
         auth.grant_user_permission(user, "experiment", experiment_id, "EDIT")
     except MlflowException as err:
@@ -156,6 +155,20 @@ def grant_job_user(tracking_uri: str, experiment_id: str, user: str) -> None:
         first = str(err).splitlines()[0] if str(err) else type(err).__name__
         raise InputError(f"cannot give the MLflow job user {user!r} EDIT on experiment "
                          f"{experiment_id} at {tracking_uri}: {first}") from None
+
+
+def _auth_client(tracking_uri: str) -> Any:
+    """MLflow's basic-auth client for the server at ``tracking_uri``.
+
+    Importing it warns about the server's own web framework, which is not run here: silenced.
+    """
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from mlflow.server import get_app_client
+
+        return get_app_client("basic-auth", tracking_uri=tracking_uri)
 
 
 def check_no_secret(name: str, url: str) -> None:
