@@ -309,6 +309,10 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
     its last mid-training checkpoint (``checkpoint_every``) in the same MLflow run, which is
     marked KILLED until then; one cut off before its first checkpoint restarts in a new run.
 
+    ``callbacks`` serve a seeds phase started here. A restored phase runs the callbacks its
+    sweep was started with: Tune pickles them with the experiment and restores them, and takes
+    no new ones (`flowtopo.sweep.progress.RichProgress` reattaches to the caller's display).
+
     Raises:
         InputError: the folder is not a flowtopo sweep, or its state is not exactly as this
             user's flowtopo signed it (`flowtopo.sweep.integrity.verify_folder`): nothing in it
