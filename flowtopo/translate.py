@@ -22,7 +22,9 @@ target (m, d_t), and returns a `Translation`:
 3. `flowtopo.matching.align` with ``method="tree"`` and ``select="consensus"`` matches the two
    density trees (the leaf correspondence whose separations agree best in order: two
    different networks) and fits the latent map (``piecewise`` by default: one affine map per
-   matched mode, blended by soft membership), at each latent dim of `K_SEARCH` (`confirm`).
+   matched mode, blended by soft membership), at each latent dim of `K_SEARCH` (`confirm`),
+   on trees coarsened to a common number of modes and on all their modes (``across_scales``:
+   one network may split a class in two modes, or merge two, where the other does not).
 4. ``Translation.transform(x_source)``: encode with the source side, map the latent, decode
    with the target side (noise dims 0), undo the target's PCA and scaling.
 
@@ -49,10 +51,14 @@ from flowtopo.train_spec import Named
 
 MAP_FILE, SIDE_FILE = "map.json", "side.json"
 K_SEARCH = (8, 6, 4)
-"""Latent dims tried when ``k`` is None (pca encoder): the largest whose map passes every fit
-check, cross-dimension confirmation included, wins. Which k carries the correspondence differs
+"""Latent dims tried when ``k`` is None (pca encoder): among the maps that pass every fit
+check, cross-dimension confirmation included, the best confirmed wins, then the largest k
+(`choose`). Which k carries the correspondence differs
 between network pairs (measured on 8 digits pairs: 5 of 8 at k = 6 alone, 7 of 8 with the
 search; docs/method.md)."""
+CONFIRMATION_TIE = 0.05
+"""Confirmations within this of the best are equal to `choose` (the larger k wins among them):
+each is a mass share measured against a different set of maps."""
 FLOWAE_K = 6
 """The latent dim of a flowae side when ``k`` is None (each k would train new FlowAEs)."""
 
@@ -319,7 +325,8 @@ class Translation:
         alignment: the latent map (`flowtopo.matching.AlignResult`: matrix, offset,
             piecewise part, matched nodes, fit checks).
         config: the `TranslateConfig` it was fitted with (``k`` the one chosen).
-        search: each latent dim tried (`K_SEARCH`): whether its map passed, and why not.
+        search: each map tried (`K_SEARCH`; ``coarsened``: on trees coarsened to a common
+            number of modes): whether it passed, its confirmation, and why not.
 
     """
 
@@ -448,8 +455,11 @@ def fit_translation(source: np.ndarray, target: np.ndarray, cfg: TranslateConfig
 
     With ``cfg.k`` None (the pca encoder) a map is fitted at each latent dim of `K_SEARCH`;
     each map that passes its fit checks must also be confirmed by a passing map at another
-    dim (`confirm`). The largest k whose map passes everything is returned; when none does,
-    the largest identifiable one, flagged. ``Translation.search`` records each k.
+    dim (`confirm`). At each k the map is fitted on the trees coarsened to a common number of
+    modes and, when that coarsened one, on every mode as well (unequal counts: the extra modes
+    stay unmatched). Of the maps that pass everything, the best confirmed is returned, the
+    larger k winning near ties (`choose`); when none does, the largest identifiable one,
+    flagged. ``Translation.search`` records each map tried.
 
     Raises:
         InputError: bad embeddings or options; `flowtopo.matching.NotIdentifiable` when at no
@@ -482,24 +492,54 @@ def fit_translation(source: np.ndarray, target: np.ndarray, cfg: TranslateConfig
             s = source_side or fit_side(xs, c, what="source")
             t = target_side or fit_side(xt, c, what="target")
             exact = cfg.density == "exact" and s.model is not None and t.model is not None
-            res = align(s.space(xs, exact=exact), t.space(xt, exact=exact), method="tree",
-                        transform=c.transform, seed=c.seed, min_persistence=c.min_persistence,
-                        select="consensus")
+            sp, tp = s.space(xs, exact=exact), t.space(xt, exact=exact)
+            res = align(sp, tp, method="tree", transform=c.transform, seed=c.seed,
+                        min_persistence=c.min_persistence, select="consensus")
         except NotIdentifiable as err:
             refusals[k] = str(err)
             if len(refusals) == len(ks):
                 raise
             continue
         found.append(Translation(s, t, res, c))
+        if len(ks) > 1 and res.info.get("coarsened"):  # also every mode, unequal counts
+            try:
+                fine = align(sp, tp, method="tree", transform=c.transform, seed=c.seed,
+                             min_persistence=c.min_persistence, select="consensus",
+                             across_scales=False)
+                found.append(Translation(s, t, fine, c))
+            except NotIdentifiable:
+                pass
     if len(ks) > 1:
         confirm(found, len(xs), len(xt))
-    tried = [{"k": k, "passed": False, "reason": refusals[k]} if k in refusals else next(
-        {"k": k, "passed": not tr.poor_fit, "reason": tr.fit_reason,
-         "confirmation": tr.alignment.confirmation} for tr in found if tr.config.k == k)
-        for k in ks]
-    chosen = next((tr for tr in found if not tr.poor_fit), found[0])
-    chosen.search = tried  # none passed: the largest identifiable k, flagged
+    tried = [{"k": k, "passed": False, "reason": refusals[k]} if k in refusals else
+             {"k": k, "coarsened": bool(tr.alignment.info.get("coarsened")),
+              "passed": not tr.poor_fit, "reason": tr.fit_reason,
+              "confirmation": tr.alignment.confirmation}
+             for k in ks for tr in ([None] if k in refusals else
+                                    [tr for tr in found if tr.config.k == k])]
+    chosen = choose(found)
+    chosen.search = tried
     return chosen
+
+
+def choose(found: list[Translation]) -> Translation:
+    """The translation `fit_translation` returns among its maps at several latent dims.
+
+    Among the maps that pass every check (cross-dimension confirmation included), the one whose
+    leaf correspondence another dim reproduces best (the highest ``confirmation``), the larger
+    k breaking ties; when none passes, the first (the largest identifiable k), flagged.
+
+    Why not simply the largest k that passes: on a benchmark pair (two seeds of one MLP on
+    digits, at other seeds of the search) the k = 8 map passed with 0.64 of the leaf mass right
+    and a confirmation of 0.77 (by the k = 6 map, 0.89 right), while the maps at k = 6 and 4
+    confirmed each other at 0.96 (docs/benchmarks.md, "seed robustness").
+    """
+    passing = [tr for tr in found if not tr.poor_fit]
+    if not passing:
+        return found[0]
+    top = max(tr.alignment.confirmation or 0.0 for tr in passing)
+    near = [tr for tr in passing if (tr.alignment.confirmation or 0.0) >= top - CONFIRMATION_TIE]
+    return max(near, key=lambda tr: (tr.config.k or 0, tr.alignment.confirmation or 0.0))
 
 
 def confirm(found: list[Translation], n_source: int, n_target: int) -> None:
@@ -523,13 +563,14 @@ def confirm(found: list[Translation], n_source: int, n_target: int) -> None:
     for tr in passing:
         tr.alignment.confirmation = max(
             (leaf_agreement(tr.alignment, other.alignment, n_source, n_target)
-             for other in passing if other is not tr), default=0.0)
+             for other in passing if other.config.k != tr.config.k), default=0.0)
 
 __all__ = [
     "Side",
     "TranslateConfig",
     "Translation",
     "check_embeddings",
+    "choose",
     "confirm",
     "fit_side",
     "fit_translation",

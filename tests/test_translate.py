@@ -212,6 +212,50 @@ def test_climbing_improves_the_consensus_and_random_climbs_find_the_identity(syn
     assert sorted(best[1]) == sorted(identity) and best[0] == pytest.approx(1)
 
 
+def test_with_more_source_leaves_the_climb_chooses_which_stay_unmatched(synthetic):
+    ts = density_tree(synthetic.source, synthetic.source_log_prob)
+    cs = leaf_cues(ts, synthetic.source, "networks")
+    leaves = cs.leaves
+    assert len(leaves) >= 5
+    # the target: the same leaves but the first. Random starts pair the sources in order, so
+    # the last would always stay unmatched: the climb must move sources too
+    ct = dataclasses.replace(cs, leaves=leaves[1:], matrices={
+        name: m[1:, 1:] for name, m in cs.matrices.items()})
+    score, pairs = cue_candidates(cs, ct, restarts=0, random_climbs=16)[0]  # climbs alone
+    assert sorted(pairs) == sorted((u, u) for u in leaves[1:]) and score == pytest.approx(1)
+
+
+def _blobs(centers, sizes, scale, rng):
+    x = np.concatenate([c + scale * rng.standard_normal((n, 2)) for c, n in
+                        zip(centers, sizes, strict=True)])
+    return x, np.repeat(np.arange(len(sizes)), sizes)
+
+
+def test_a_mode_one_side_lacks_is_left_unmatched_not_merged_into_a_neighbour():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0, 0], [6, 1], [2, 7], [9, 8], [-5, 5], [-4, -6.0]])
+    src, lab_s = _blobs(centers, [300, 260, 220, 340, 280, 240], 0.6, rng)
+    th = 0.7
+    rot = 1.3 * np.array([[np.cos(th), -np.sin(th)], [np.sin(th), np.cos(th)]])
+    tgt, lab_t = _blobs(centers[:5] @ rot.T + [3.0, -2.0], [310, 250, 230, 330, 270], 0.78,
+                        rng)  # the last source mode has no counterpart
+
+    def classes(res):
+        ts, tt = res.source_tree, res.target_tree
+        return sorted((int(np.bincount(lab_s[ts.nodes[u].members]).argmax()),
+                       int(np.bincount(lab_t[tt.nodes[v].members]).argmax()))
+                      for u, v in res.node_pairs if ts.nodes[u].is_leaf)
+
+    opts = {"method": "tree", "select": "consensus", "min_persistence": 1.0, "seed": 0}
+    coarse = align(src, tgt, **opts)  # six modes coarsened to five: two merged, then matched
+    assert coarse.info["modes"] == [6, 5] and coarse.info["coarsened"]
+    assert classes(coarse) != [(c, c) for c in range(5)] and coarse.poor_fit
+    fine = align(src, tgt, across_scales=False, **opts)
+    assert len(fine.source_tree.leaves()) == 6 and not fine.info["coarsened"]
+    assert classes(fine) == [(c, c) for c in range(5)]
+    assert not fine.poor_fit, fine.fit_reason
+
+
 def test_select_fit_and_select_consensus_pick_different_winners():
     fits, agree, leaves = [0.1, 0.5, 0.05, 0.01], [0.85, 0.9, 0.7, 0.99], [5, 5, 5, 3]
     assert _pick(fits, agree, leaves, "fit") == 3  # best fit within the margin of the top
@@ -266,16 +310,22 @@ def test_translation_maps_embeddings_into_the_target_space(translation, pair):
     assert len(translation.leaf_correspondence) >= 4  # k + 1 modes fix a 3-dim map
 
 
-def test_the_latent_dim_search_keeps_the_largest_confirmed_map(pair, tmp_path):
-    from flowtopo.translate import K_SEARCH
+def test_the_latent_dim_search_keeps_the_best_confirmed_map(pair, tmp_path):
+    from flowtopo.translate import CONFIRMATION_TIE, K_SEARCH
 
     tr = fit_translation(pair.source, pair.target, TranslateConfig(min_persistence=0.5))
     tried = tr.search
-    assert [t["k"] for t in tried] == list(K_SEARCH)  # every k, largest first
+    assert sorted({t["k"] for t in tried}, reverse=True) == list(K_SEARCH)  # every k
+    assert [t["k"] for t in tried] == sorted((t["k"] for t in tried), reverse=True)
+    for k in K_SEARCH:  # at each k the coarsened trees, and all modes when they differ
+        at_k = [t.get("coarsened") for t in tried if t["k"] == k]
+        assert at_k in ([None], [False], [True], [True, False])
     assert all(t["reason"] for t in tried if not t["passed"])
     passed = [t for t in tried if t["passed"]]
-    if passed:  # the largest k that passes, confirmed by another k that passes
-        assert tr.config.k == tr.source.k == passed[0]["k"] and not tr.poor_fit
+    if passed:  # the best confirmed of the maps that pass (near ties: the largest k)
+        top = max(t["confirmation"] for t in passed)
+        best = max(t["k"] for t in passed if t["confirmation"] >= top - CONFIRMATION_TIE)
+        assert tr.config.k == tr.source.k == best and not tr.poor_fit
         assert len(passed) >= 2
         assert all(t["confirmation"] >= POOR_CONFIRMATION for t in passed)
     else:  # none passed: the largest identifiable k, flagged
@@ -321,8 +371,9 @@ def test_a_map_no_other_latent_dim_confirms_is_flagged(right_tree_map, synthetic
     n_s, n_t = len(synthetic.source), len(synthetic.target)
     assert not right_tree_map.poor_fit
     swapped, share = _swap_two_largest(right_tree_map)
-    found = [Translation(None, None, dataclasses.replace(a, confirmation=None), FAST)
-             for a in (right_tree_map, right_tree_map, swapped)]
+    found = [Translation(None, None, dataclasses.replace(a, confirmation=None),
+                         FAST.model_copy(update={"k": k}))
+             for a, k in ((right_tree_map, 8), (right_tree_map, 6), (swapped, 4))]
     confirm(found, n_s, n_t)
     assert [tr.alignment.confirmation for tr in found] == pytest.approx([1, 1, 1 - share])
     assert not found[0].poor_fit and not found[1].poor_fit
@@ -332,6 +383,43 @@ def test_a_map_no_other_latent_dim_confirms_is_flagged(right_tree_map, synthetic
     confirm(alone, n_s, n_t)
     assert alone[0].alignment.confirmation == 0.0 and alone[0].poor_fit
     assert "no map at another latent dim passes" in alone[0].fit_reason
+
+
+def test_of_the_maps_that_pass_the_best_confirmed_is_kept_not_the_largest_k(right_tree_map,
+                                                                           synthetic):
+    from flowtopo.translate import CONFIRMATION_TIE, choose, confirm
+
+    n_s, n_t = len(synthetic.source), len(synthetic.target)
+    ts = right_tree_map.source_tree
+    leaf = sorted(((u, v) for u, v in right_tree_map.node_pairs if ts.nodes[u].is_leaf),
+                  key=lambda p: ts.nodes[p[0]].mass)
+    (small, _), (_, elsewhere) = leaf[0], leaf[-1]  # the smallest leaf sent to the largest's
+    wrong = dataclasses.replace(right_tree_map, node_pairs=[
+        (u, elsewhere if u == small else v) for u, v in right_tree_map.node_pairs])
+    share = len(ts.nodes[small].members) / sum(len(ts.nodes[u].members) for u, _ in leaf)
+    assert 0 < share <= 1 - POOR_CONFIRMATION  # a wrong map that its checks still pass
+
+    def at(res, k):
+        return Translation(None, None, dataclasses.replace(res, confirmation=None),
+                           FAST.model_copy(update={"k": k}))
+
+    found = [at(wrong, 8), at(right_tree_map, 6), at(right_tree_map, 4)]
+    confirm(found, n_s, n_t)
+    assert [tr.poor_fit for tr in found] == [False, False, False]
+    assert found[0].alignment.confirmation == pytest.approx(1 - share)
+    assert choose(found) is found[1]  # confirmed at 1.0, over k = 8's 1 - share
+    tied = [at(right_tree_map, 8), at(right_tree_map, 6)]
+    confirm(tied, n_s, n_t)
+    assert choose(tied) is tied[0]  # equal confirmation: the larger k
+    tied[0].alignment.confirmation = 0.96 - CONFIRMATION_TIE / 2  # within the tie: still k = 8
+    tied[1].alignment.confirmation = 0.96
+    assert choose(tied) is tied[0]
+    tied[0].alignment.confirmation = 0.96 - 2 * CONFIRMATION_TIE  # clearly worse: k = 6
+    assert not tied[0].poor_fit and choose(tied) is tied[1]
+    alone = [at(right_tree_map, 6), at(right_tree_map, 6)]  # one k: nothing to confirm it
+    confirm(alone, n_s, n_t)
+    assert [tr.alignment.confirmation for tr in alone] == [0.0, 0.0]
+    assert choose(alone) is alone[0] and alone[0].poor_fit  # none passes: the first, flagged
 
 
 def test_translation_save_load_round_trip(translation, pair, tmp_path):

@@ -205,7 +205,11 @@ def consensus(cs: LeafCues, ct: LeafCues, pairs: list[tuple[int, int]]) -> float
 
 def climb(cs: LeafCues, ct: LeafCues, pairs: list[tuple[int, int]]
           ) -> tuple[float, list[tuple[int, int]]]:
-    """Local search from ``pairs``: swap two targets, or take an unmatched one, while it helps.
+    """Local search from ``pairs``: swap two targets, or take an unmatched leaf, while it helps.
+
+    An unmatched leaf is taken on either side: a pair's target replaced by an unmatched target,
+    or its source by an unmatched source (with more source leaves than target leaves, which
+    ones stay unmatched is part of the search: a class one network splits in two modes).
 
     Returns:
         (consensus, pairs) at a local maximum of `consensus` (first improvement, to a fixed
@@ -216,7 +220,12 @@ def climb(cs: LeafCues, ct: LeafCues, pairs: list[tuple[int, int]]
     best = consensus(cs, ct, cur)
     if not np.isfinite(best):
         return best, cur
-    free = [v for v in ct.leaves if v not in {b for _, b in cur}]
+
+    def unmatched(cur: list[tuple[int, int]]) -> tuple[list[int], list[int]]:
+        return ([u for u in cs.leaves if u not in {a for a, _ in cur}],
+                [v for v in ct.leaves if v not in {b for _, b in cur}])
+
+    free_s, free_t = unmatched(cur)
     improved = True
     while improved:
         improved = False
@@ -226,15 +235,19 @@ def climb(cs: LeafCues, ct: LeafCues, pairs: list[tuple[int, int]]
                 t = list(cur)
                 t[a], t[b] = (cur[a][0], cur[b][1]), (cur[b][0], cur[a][1])
                 trials.append(t)
-            for v in free:  # give a an unmatched target
+            for v in free_t:  # give a an unmatched target
                 t = list(cur)
                 t[a] = (cur[a][0], v)
+                trials.append(t)
+            for u in free_s:  # or an unmatched source its target
+                t = list(cur)
+                t[a] = (u, cur[a][1])
                 trials.append(t)
             for trial in trials:
                 score = consensus(cs, ct, trial)
                 if score > best + 1e-12:
                     cur, best, improved = trial, score, True
-                    free = [v for v in ct.leaves if v not in {b for _, b in cur}]
+                    free_s, free_t = unmatched(cur)
                     break  # first improvement; the moves of a are rebuilt on the next pass
     return best, cur
 
@@ -274,9 +287,11 @@ def cue_candidates(cs: LeafCues, ct: LeafCues, *, restarts: int = 24, seed: int 
             out.append((consensus(cs, ct, list(pairs)), list(pairs)))
     out.sort(key=lambda t: -t[0])
     rng = np.random.default_rng(seed)
-    starts = [p for _, p in out[:climbs]] + [
-        list(zip(cs.leaves, [int(v) for v in rng.permutation(ct.leaves)], strict=False))
-        for _ in range(random_climbs)]
+    def random_start() -> list[tuple[int, int]]:
+        sources = cs.leaves if ns <= nt else [int(u) for u in rng.permutation(cs.leaves)]
+        return list(zip(sources, [int(v) for v in rng.permutation(ct.leaves)], strict=False))
+
+    starts = [p for _, p in out[:climbs]] + [random_start() for _ in range(random_climbs)]
     for start in starts:
         score, better = climb(cs, ct, start)
         key = tuple(better)

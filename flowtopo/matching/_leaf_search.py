@@ -19,6 +19,7 @@ them with the structural candidates.
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 
@@ -44,17 +45,20 @@ def centroid_fit(ts: DensityTree, tt: DensityTree, pairs: list[tuple[int, int]],
 
 def leaf_candidates(ts: DensityTree, tt: DensityTree, source: LatentSpace,
                      target: LatentSpace, kind: str, seed: int, max_leaves: int = 6,
-                     keep: int = 4) -> list[TreeMatching]:
+                     keep: int = 4, max_assignments: int = 5040) -> list[TreeMatching]:
     """Leaf correspondences ranked by how well their centroid fit maps source onto target.
 
     Learned densities reproduce the data's clusters more reliably than their nesting, so for
-    small trees (<= ``max_leaves`` leaves on the smaller side) every injective assignment of
+    small trees (<= ``max_leaves`` leaves on the smaller side, and at most ``max_assignments``
+    injective assignments: 6 leaves against 12 would be 665,280) every injective assignment of
     leaves is fitted from leaf centroids and scored by `fit_score` on 1,000 points; the best
     ``keep`` join the structural candidates. Returns [] when the search does not apply.
     """
     ls, lt = [n.id for n in ts.leaves()], [n.id for n in tt.leaves()]
     m = min(len(ls), len(lt))
     if m > max_leaves or m < needed(kind, source.k):
+        return []
+    if math.perm(max(len(ls), len(lt)), m) > max_assignments:
         return []
     scored = []
     for sub in itertools.combinations(ls, m):

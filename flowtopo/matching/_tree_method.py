@@ -23,7 +23,9 @@
 5. Match across scales: when the two trees have different numbers of modes, the finer tree is
    coarsened to the other's count (its merge threshold raised between the persistences of its
    c-th and (c+1)-th modes), so a mode whose persistence sits near the threshold in one tree
-   and not the other cannot tear the matching apart.
+   and not the other cannot tear the matching apart. ``across_scales=False`` keeps every mode
+   (unequal counts; the cue search leaves the extra ones unmatched): coarsening by persistence
+   can merge two real clusters and keep a split one (docs/method.md "Matching across scales").
 6. When a density is exact (a callable ``log_density``), the winner is polished by symmetric
    maximum likelihood (`flowtopo.matching._ml_polish`): the OT refinement pairs two independent
    samples and keeps their noise; the likelihood uses every point against an exact density.
@@ -291,8 +293,8 @@ def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "af
                seed: int = 0, k_neighbors: int = 15, min_persistence: float = 2.0,
                min_mass: float = 0.01, refine_iters: int = 6, per_leaf: int = 1000,
                tie: float = 0.03, polish: bool = True, cue_restarts: int = 24,
-               max_cue_candidates: int = 16, round_trip: bool = True, select: str = "fit"
-               ) -> AlignResult:
+               max_cue_candidates: int = 16, round_trip: bool = True, select: str = "fit",
+               across_scales: bool = True) -> AlignResult:
     """Align ``source`` to ``target`` by matching their density trees (see module docstring).
 
     With ``round_trip`` the leaf correspondence is also chosen independently in the other
@@ -301,7 +303,9 @@ def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "af
 
     ``select`` (`SELECT`) is how the winner is picked among the candidates (`_pick`):
     ``"fit"`` for latents related by a map of the family, ``"consensus"`` for two different
-    networks (what `flowtopo.translate` uses).
+    networks (what `flowtopo.translate` uses). ``across_scales`` coarsens the finer tree to
+    the other's number of modes (module docstring, 5); ``info["modes"]`` holds the two
+    counts before, ``info["coarsened"]`` whether it changed a tree.
 
     Raises:
         NotIdentifiable: too few matched clusters in general position for the map.
@@ -315,10 +319,11 @@ def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "af
                       min_persistence=min_persistence, min_mass=min_mass)
     tt = density_tree(target.points, target.log_density, k_neighbors=k_neighbors,
                       min_persistence=min_persistence, min_mass=min_mass)
-    c = min(len(ts.leaves()), len(tt.leaves()))
-    if len(ts.leaves()) > c:
+    modes = [len(ts.leaves()), len(tt.leaves())]
+    c = min(modes)
+    if across_scales and len(ts.leaves()) > c:
         ts = _at_leaf_count(source, ts, c, k_neighbors, min_persistence, min_mass)
-    if len(tt.leaves()) > c:
+    if across_scales and len(tt.leaves()) > c:
         tt = _at_leaf_count(target, tt, c, k_neighbors, min_persistence, min_mass)
     sel = _select(ts, tt, source, target, transform, seed, tie, cue_restarts,
                   max_cue_candidates, select, rng)
@@ -352,7 +357,8 @@ def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "af
         piecewise=piecewise, round_trip=agreement, source_tree=ts, target_tree=tt,
         info={"n_candidates": len(scored),
               "fit": best.fit, "fit_criterion": criterion, "consensus": sel.agree[0],
-              "select": select,
+              "select": select, "modes": modes,
+              "coarsened": [len(ts.leaves()), len(tt.leaves())] != modes,
               "polish": None if polished is None else {
                   "sides": polished.sides, "before": polished.before,
                   "after": polished.after, "iterations": polished.iterations}})
