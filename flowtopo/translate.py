@@ -53,9 +53,8 @@ MAP_FILE, SIDE_FILE = "map.json", "side.json"
 K_SEARCH = (8, 6, 4)
 """Latent dims tried when ``k`` is None (pca encoder): among the maps that pass every fit
 check, cross-dimension confirmation included, the best confirmed wins, then the largest k
-(`choose`). Which k carries the correspondence differs
-between network pairs (measured on 8 digits pairs: 5 of 8 at k = 6 alone, 7 of 8 with the
-search; docs/method.md)."""
+(`choose`). Which k carries the correspondence differs between network pairs (measured on 8
+digits pairs: 5 of 8 at k = 6 alone, 7 of 8 with the search; docs/method.md)."""
 CONFIRMATION_TIE = 0.05
 """Confirmations within this of the best are equal to `choose` (the larger k wins among them):
 each is a mass share measured against a different set of maps."""
@@ -456,8 +455,8 @@ def fit_translation(source: np.ndarray, target: np.ndarray, cfg: TranslateConfig
     With ``cfg.k`` None (the pca encoder) a map is fitted at each latent dim of `K_SEARCH`;
     each map that passes its fit checks must also be confirmed by a passing map at another
     dim (`confirm`). At each k the map is fitted on the trees coarsened to a common number of
-    modes and, when that coarsened one, on every mode as well (unequal counts: the extra modes
-    stay unmatched). Of the maps that pass everything, the best confirmed is returned, the
+    modes and, when coarsening changed a tree, on every mode as well (unequal counts: the extra
+    modes stay unmatched). Of the maps that pass everything, the best confirmed is returned, the
     larger k winning near ties (`choose`); when none does, the largest identifiable one,
     flagged. ``Translation.search`` records each map tried.
 
@@ -508,7 +507,7 @@ def fit_translation(source: np.ndarray, target: np.ndarray, cfg: TranslateConfig
                              across_scales=False)
                 found.append(Translation(s, t, fine, c))
             except NotIdentifiable:
-                pass
+                pass  # the coarsened map at this k stands; its entry records the k
     if len(ks) > 1:
         confirm(found, len(xs), len(xt))
     tried = [{"k": k, "passed": False, "reason": refusals[k]} if k in refusals else
