@@ -98,3 +98,27 @@ def test_latent_scatters_have_a_legend(labels):
     scatter(ax, np.random.default_rng(0).normal(size=(60, 3)), labels, title="latents")
     texts = [t.get_text() for t in ax.get_legend().get_texts()]
     assert texts == (["points"] if labels is None else ["label 0", "label 1", "label 2"])
+
+
+def test_curves_fetched_at_once_stay_with_their_own_run():
+    """The report fetches the metric histories on threads (benchmarks/sweep.py): whatever order
+    the answers come back in, each run's curves are its own, in the runs' order."""
+    import random
+    import time
+    from types import SimpleNamespace as NS
+
+    from flowtopo.pipeline.report import _histories
+
+    class Client:
+        def get_metric_history(self, run_id, key):
+            time.sleep(random.Random(f"{run_id}{key}").uniform(0, 0.01))  # answers out of order
+            return [NS(step=e, value=float(f"{run_id[1:]}.{e}")) for e in (1, 2)] if (
+                key == "val_nll") else []
+
+    runs = [NS(info=NS(run_id=f"r{i}"), data=NS(tags={"family": f"f{i}"},
+                                                  metrics={"best_epoch": i})) for i in range(30)]
+    got = _histories(Client(), runs, ("val_nll", "val_c2st"))
+    assert [h["family"] for h in got] == [f"f{i}" for i in range(30)]
+    assert [h["best_epoch"] for h in got] == list(range(30))
+    assert all(h["metrics"] == {"val_nll": [(1, float(f"{i}.1")), (2, float(f"{i}.2"))],
+                                "val_c2st": []} for i, h in enumerate(got))

@@ -139,10 +139,7 @@ def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None =
         img.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"--out {out}: cannot create it ({err.strerror})") from None
-    histories = [{"family": r.data.tags.get("family", "?"),
-                  "best_epoch": r.data.metrics.get("best_epoch"), "metrics": {
-        m: [(h.step, h.value) for h in client.get_metric_history(r.info.run_id, m)]
-        for m in CURVE_METRICS}} for r in trials[:max_curves]]
+    histories = _histories(client, trials[:max_curves], CURVE_METRICS)
     families = rank_runs(trials, top=3)
     winners = _winning_parameters(trials, families)
     all_rows = rank_runs(trials, top=len(trials))
@@ -165,6 +162,26 @@ def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None =
     page = out / "index.html"
     page.write_text(html)
     return page
+
+
+HISTORY_THREADS = 4
+"""Metric histories fetched at once: one request (or sqlite query) per run and metric. On the
+sqlite store of benchmarks/sweep.py (60 runs x 8 curves) 4 threads take 1.2 s against 2.2 s one
+by one; 8 and 16 are slower again (1.3 s, 1.7 s). An HTTP server gains more (each request waits
+on the network)."""
+
+
+def _histories(client: Any, runs: list[Any], metrics: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Each run's family, best epoch and ``{metric: [(step, value), ...]}``, in ``runs``' order."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    keys = [(r.info.run_id, m) for r in runs for m in metrics]
+    with ThreadPoolExecutor(HISTORY_THREADS) as pool:
+        got = dict(zip(keys, pool.map(lambda key: [(h.step, h.value) for h in
+                                                   client.get_metric_history(*key)], keys),
+                       strict=True))
+    return [{"family": r.data.tags.get("family", "?"), "best_epoch": r.data.metrics.get(
+        "best_epoch"), "metrics": {m: got[r.info.run_id, m] for m in metrics}} for r in runs]
 
 
 def _winning_parameters(trials: list[Any], families: list[dict[str, Any]]
