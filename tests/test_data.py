@@ -293,3 +293,22 @@ def test_whole_number_float_labels_are_classes(tmp_path):
 def test_numpy_scalars_are_accepted_as_the_numbers_they_hold():
     ds = load_dataset("hierarchical", n=np.int64(200), sigma=np.float32(0.3))
     assert len(ds.x_train) + len(ds.x_test) == 200
+
+
+@pytest.mark.parametrize("k", [1, 2, 5])
+def test_mixture_log_prob_is_the_mixture_density_near_and_far(k):
+    """log_prob expands |u - m|² and writes out the log-sum-exp (3.5x faster: the matching
+    polish calls it ~300 times an alignment); it must stay the mixture's log density, also far
+    out where every component underflows."""
+    from scipy.special import logsumexp
+    from scipy.stats import multivariate_normal
+
+    mix = HierarchicalMixture.build([[3, 1], [2, [1, 1]], [1, [2, 1]]], k=k, seed=k)
+    rng = np.random.default_rng(k)
+    u = np.concatenate([mix.sample(500, rng)[0], 40.0 * rng.normal(size=(50, k))])
+    comps = np.stack([multivariate_normal(m, mix.sigma**2 * np.eye(k)).logpdf(u).reshape(-1)
+                      for m in mix.means], 1)
+    want = logsumexp(comps + np.log(mix.weights), axis=1)
+    got = mix.log_prob(u)
+    assert np.all(np.isfinite(got)) and got.shape == (550,)
+    np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-8)

@@ -33,7 +33,9 @@ def log_mass_by_grid(prior, k: int) -> float:
     with torch.no_grad():
         s = prior().sample((20000,))
         lo, hi = s.min(0).values - 4, s.max(0).values + 4
-        n = 20001 if k == 1 else 1601
+        # 801 points an axis in 2-D: every registered prior's log mass is within 4e-6 of 0
+        # (as at 1601, 4x the points; the flow prior took 19 s there), far under the 2e-3 asked
+        n = 20001 if k == 1 else 801
         axes = [torch.linspace(float(lo[i]), float(hi[i]), n, dtype=torch.float64)
                 for i in range(k)]
         grid = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, k)
