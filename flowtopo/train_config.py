@@ -44,3 +44,13 @@ class TrainConfig(BaseModel):
     seed: int = 0
     device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:\d+)?|mps)$",
                         description="cpu, cuda, cuda:N, mps or auto.")
+
+
+def c2st_gap(accuracy: float) -> float:
+    """How far a two-sample accuracy is from chance: |accuracy - 0.5| (0 = indistinguishable).
+
+    An accuracy below 0.5 is no better than one as far above it: both are chance plus noise
+    or a classifier that tells the samples apart (inverted). Ranking by the raw accuracy would
+    reward values below 0.5.
+    """
+    return abs(float(accuracy) - 0.5)

@@ -13,6 +13,7 @@ from flowtopo.data import Dataset, load_dataset
 from flowtopo.errors import InputError
 from flowtopo.model import FlowAE
 from flowtopo.train import TrainResult, train
+from flowtopo.train_config import c2st_gap
 from flowtopo.train_spec import ModelSpec, TrainSpec
 
 
@@ -126,16 +127,6 @@ def run_train_spec(spec: TrainSpec,
 
 SUMMARY_KEYS = ("val_adv_loss", "val_nll", "val_c2st", "val_recon", "val_noise_kl")
 """The per-epoch validation metrics that get a ``best_*`` summary."""
-
-
-def c2st_gap(accuracy: float) -> float:
-    """How far a two-sample accuracy is from chance: |accuracy - 0.5| (0 = indistinguishable).
-
-    An accuracy below 0.5 is no better than one as far above it: both are chance plus noise
-    or a classifier that tells the samples apart (inverted). Ranking by the raw accuracy would
-    reward values below 0.5.
-    """
-    return abs(float(accuracy) - 0.5)
 
 
 def best_over_epochs(history: list[dict[str, float]]) -> dict[str, float]:

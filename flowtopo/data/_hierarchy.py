@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import networkx as nx
 import numpy as np
-from scipy.stats import special_ortho_group
 
+from flowtopo.data._rotation import random_rotation
 from flowtopo.errors import InputError
 
 #: A tree shape: a leaf is a positive number (its relative mass), an inner node a list of shapes.
@@ -46,7 +46,7 @@ def _sibling_directions(m: int, k: int, rng: np.random.Generator) -> np.ndarray:
         basis = np.linalg.svd(simplex)[2][: m - 1]  # (m-1, m) orthonormal rows spanning it
         coords = simplex @ basis.T  # (m, m-1)
         coords /= np.linalg.norm(coords, axis=1, keepdims=True)
-        embed = special_ortho_group.rvs(k, random_state=rng)[:, : m - 1] if k > 1 else np.eye(1)
+        embed = random_rotation(k, rng)[:, : m - 1] if k > 1 else np.eye(1)
         return coords @ embed.T
     best, best_gap = None, -1.0
     for _ in range(256):

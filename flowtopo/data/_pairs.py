@@ -12,9 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.stats import special_ortho_group
 
 from flowtopo.data._hierarchy import HierarchicalMixture
+from flowtopo.data._rotation import random_rotation
 
 
 @dataclass(frozen=True)
@@ -63,7 +63,7 @@ def warped_pair(shape: list, k: int, *, seed: int = 0, warp: float = 0.1, n: int
     """
     rng = np.random.default_rng(seed)
     mix = HierarchicalMixture.build(shape, k, seed=k + seed, separation=separation)
-    a = special_ortho_group.rvs(k, random_state=k + seed) @ np.diag(rng.uniform(0.5, 2, k))
+    a = random_rotation(k, k + seed) @ np.diag(rng.uniform(0.5, 2, k))
     b = 3 * rng.normal(size=k)
     a_inv, log_det = np.linalg.inv(a), float(np.log(abs(np.linalg.det(a))))
 

@@ -7,7 +7,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from scipy.stats import special_ortho_group
 
 from flowtopo.data import _toys
 from flowtopo.data._base import Dataset, make_dataset
@@ -19,6 +18,7 @@ from flowtopo.data._hierarchy import (
     Shape,
     balanced_shape,
 )
+from flowtopo.data._rotation import random_rotation
 from flowtopo.errors import InputError
 
 
@@ -51,7 +51,7 @@ def hierarchical(
     rng = np.random.default_rng(seed)
     mix = HierarchicalMixture.build(shape, k, separation=separation, decay=decay, sigma=sigma,
                                     seed=seed)
-    rot = special_ortho_group.rvs(dim, random_state=rng) if dim > 1 else np.eye(1)
+    rot = random_rotation(dim, rng) if dim > 1 else np.eye(1)
     gen = HierarchicalGenerator(mix, dim, noise_std, rot,
                                 AdditiveWarp.random(dim, n_layers=warp_layers, strength=warp,
                                                     rng=rng))

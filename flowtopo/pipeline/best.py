@@ -148,9 +148,10 @@ def rank_key(metric: str, value: float) -> float:
     """What ranks ``value`` of summary ``metric`` (smaller is better).
 
     The metric itself, except the two-sample accuracies (``*_c2st``): their distance from
-    chance (`flowtopo.train_job.c2st_gap`), so that 0.45 does not outrank 0.5.
+    chance (`flowtopo.train_config.c2st_gap`), so that 0.45 does not outrank 0.5. The import
+    is torch-free: ranking loads no torch.
     """
-    from flowtopo.train_job import c2st_gap
+    from flowtopo.train_config import c2st_gap
 
     return c2st_gap(value) if metric.endswith("_c2st") else float(value)
 
