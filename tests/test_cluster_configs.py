@@ -161,3 +161,27 @@ def test_start_refuses_an_mlflow_server_without_auth_unless_told(tmp_path, args,
                          capture_output=True, text=True, env=env, timeout=60)
     assert res.returncode == code and message in res.stderr
     assert not (tmp_path / "state" / "pids").exists()  # nothing was started
+
+
+def test_stop_signals_live_groups_and_does_not_wait_on_dead_ones(tmp_path):
+    """stop.sh waited 30 s whenever a recorded server had been restarted by hand (CI: the
+    cluster test restarts MLflow; its exited process stays a zombie of the test until reaped)
+    and on a node whose leader had died. A zombie is dead: stop signals what lives and returns
+    at once. (The 20 s bound is a hang check, not a speed target: stop.sh takes ~0.3 s here.)"""
+    import os
+    import time
+
+    live = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    dead = subprocess.Popen(["true"], start_new_session=True)
+    time.sleep(0.5)  # `dead` has exited and, unreaped, is a zombie in its own group
+    try:
+        (tmp_path / "pids").write_text(f"ray-head {live.pid}\nmlflow {dead.pid}\n")
+        res = subprocess.run(["bash", str(CLUSTER / "local/stop.sh")], capture_output=True,
+                             text=True, timeout=20,
+                             env={**os.environ, "FLOWTOPO_CLUSTER_DIR": str(tmp_path)})
+        assert res.returncode == 0 and "stopped" in res.stdout, res.stderr
+        assert live.wait(timeout=5) == -15  # the live leader got SIGTERM
+        assert (tmp_path / "pids").read_text() == ""
+    finally:
+        live.kill()
+        dead.wait()
