@@ -78,38 +78,36 @@ def test_the_checker_sees_function_level_imports(tmp_path):
     assert _imports(src) == ["numpy", "flowtopo.cli", "torch"]
 
 
-def test_the_spec_modules_load_without_torch():
-    """A sweep or train YAML is validated without loading torch (it took 3.5 s through
-    specs.py importing the model and the training loop)."""
+def _fresh_python(code: str) -> str:
+    """What ``code`` prints in a new interpreter (nothing imported before it)."""
     import subprocess
     import sys
 
-    code = ("import sys, flowtopo.train_spec, flowtopo.yaml_io, flowtopo.sweep.spec, "
-            "flowtopo.train_config; "
-            "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, check=True)
-    assert out.stdout.strip() == "[]"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, check=True).stdout.strip()
+
+
+def test_the_spec_modules_load_without_torch():
+    """A sweep or train YAML is validated without loading torch (it took 3.5 s through
+    specs.py importing the model and the training loop)."""
+    assert _fresh_python(
+        "import sys, flowtopo.train_spec, flowtopo.yaml_io, flowtopo.sweep.spec, "
+        "flowtopo.train_config; "
+        "print(sorted(m for m in ('torch', 'ray', 'mlflow') if m in sys.modules))") == "[]"
 
 
 def test_ranking_runs_and_the_data_layer_load_neither_torch_nor_scipy_stats():
     """`priors best` ranks runs without torch (rank_key imported the training job: torch and
     the data layer, 2.1 s), and the data layer imports scipy.stats (0.7 s) only to draw a
     rotation."""
-    import subprocess
-    import sys
-
-    code = ("import sys, flowtopo.data, flowtopo.pipeline.best as b; "
-            "assert b.rank_key('val_c2st', 0.4) == b.rank_key('val_c2st', 0.6); "
-            "print(sorted(m for m in ('torch', 'scipy.stats') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, check=True)
-    assert out.stdout.strip() == "[]"
-    code = ("import sys, flowtopo.data as d; d.load_dataset('hierarchical', n=200, seed=0); "
-            "print('scipy.stats' in sys.modules)")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         timeout=120, check=True)
-    assert out.stdout.strip() == "True"  # a generator that rotates still draws its rotation
+    assert _fresh_python(
+        "import sys, flowtopo.data, flowtopo.pipeline.best as b; "
+        "assert b.rank_key('val_c2st', 0.4) == b.rank_key('val_c2st', 0.6); "
+        "print(sorted(m for m in ('torch', 'scipy.stats') if m in sys.modules))") == "[]"
+    # a generator that rotates still draws its rotation
+    assert _fresh_python(
+        "import sys, flowtopo.data as d; d.load_dataset('hierarchical', n=200, seed=0); "
+        "print('scipy.stats' in sys.modules)") == "True"
 
 
 def test_the_cli_choices_are_the_registries():
