@@ -27,7 +27,7 @@ from flowtopo.errors import InputError
 from flowtopo.model import FlowAE
 from flowtopo.prior_fit import c2st_accuracy, noise_kl
 from flowtopo.regularizers import SAMPLE_REGULARIZERS, Discriminator
-from flowtopo.train_config import TrainConfig
+from flowtopo.train_config import TrainConfig, c2st_gap
 
 
 class TrainingDiverged(InputError):
@@ -145,7 +145,7 @@ def evaluate(model: FlowAE, disc: Discriminator, x: torch.Tensor, seed: int = 0
         "val_adv_loss": float(disc.generator_loss(z)),
         "val_disc_loss": float(disc.loss(prior_z, z)),
         "val_c2st": c2st,
-        "val_c2st_gap": abs(c2st - 0.5),
+        "val_c2st_gap": c2st_gap(c2st),
         "nfe": float(nfe),
     }
 
