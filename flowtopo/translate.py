@@ -20,9 +20,10 @@ target (m, d_t), and returns a `Translation`:
      hidden layers (docs/benchmarks.md) trained FlowAEs arrange the classes in their latents
      each in its own way, and no matching recovered the correspondence through them.
 3. `flowtopo.matching.align` with ``method="tree"`` and ``select="consensus"`` matches the two
-   density trees (the leaf correspondence whose separations agree best in order: two
-   different networks) and fits the latent map (``piecewise`` by default: one affine map per
-   matched mode, blended by soft membership), at each latent dim of `K_SEARCH` (`confirm`),
+   density trees (the leaf correspondence whose separations agree best in order, the affine
+   shape of the matched modes deciding among near ties: two different networks) and fits
+   the latent map (``piecewise`` by default: one affine map per matched mode, blended by
+   soft membership), at each latent dim of `K_SEARCH` (`confirm`),
    on trees coarsened to a common number of modes and on all their modes (``across_scales``:
    one network may split a class in two modes, or merge two, where the other does not).
 4. ``Translation.transform(x_source)``: encode with the source side, map the latent, decode

@@ -23,9 +23,15 @@ from flowtopo.matching import (
     fit_map,
     leaf_agreement,
 )
+from flowtopo.matching._affine_shape import affine_shape_candidates, affine_shape_residual
 from flowtopo.matching._cues import CUE_SETS, climb, consensus, cue_candidates, leaf_cues
 from flowtopo.matching._transforms import PiecewiseAffine, fit_piecewise
-from flowtopo.matching._tree_method import CONSENSUS_MARGIN, _pick, leaf_round_trip
+from flowtopo.matching._tree_method import (
+    CONSENSUS_MARGIN,
+    SHAPE_MARGIN,
+    _pick,
+    leaf_round_trip,
+)
 from flowtopo.representations import NetworkSpec, RepresentationPair, representation_pair
 from flowtopo.topology import density_tree
 from flowtopo.translate import TranslateConfig, Translation, check_embeddings, fit_translation
@@ -264,6 +270,69 @@ def test_select_fit_and_select_consensus_pick_different_winners():
     with pytest.raises(InputError, match="unknown select 'best'; valid: fit, consensus"):
         align(np.random.default_rng(0).normal(size=(200, 2)),
               np.random.default_rng(1).normal(size=(200, 2)), method="tree", select="best")
+
+
+def test_affine_shape_is_blind_to_similarities_and_low_only_for_the_right_correspondence():
+    rng = np.random.default_rng(0)
+    cs = rng.normal(size=(8, 3))
+    a = np.diag([4.0, 1.0, 0.2]) @ np.linalg.qr(rng.normal(size=(3, 3)))[0]  # anisotropic
+    ct = cs @ a.T + 3.0 + 0.01 * rng.normal(size=(8, 3))
+    truth = [(i, i) for i in range(8)]
+    swapped = [(0, 1), (1, 0), *truth[2:]]
+    r = affine_shape_residual(cs, ct, truth)
+    assert r < 1e-3 and affine_shape_residual(cs, ct, swapped) > 10 * r
+    # a similarity of either side (rotation, reflection, scale, translation) leaves it as it is
+    q = 2.5 * np.linalg.qr(rng.normal(size=(3, 3)))[0] @ np.diag([1.0, -1.0, 1.0])
+    assert affine_shape_residual(cs @ q.T - 7.0, ct, truth) == pytest.approx(r, rel=1e-6)
+    assert affine_shape_residual(cs, ct @ q.T, swapped) == pytest.approx(
+        affine_shape_residual(cs, ct, swapped), rel=1e-6)
+    # the local search from random starts finds the truth among 8! assignments
+    best, pairs = affine_shape_candidates(cs, ct, seed=0)[0]
+    assert sorted(pairs) == truth and best == pytest.approx(r)
+
+
+def test_select_consensus_lets_the_affine_shape_decide_among_near_tied_consensus():
+    fits, leaves = [0.1, 0.2, 0.3, 0.4], [5, 5, 5, 4]
+    agree = [0.80, 0.80 - SHAPE_MARGIN / 2, 0.80 - 2 * SHAPE_MARGIN, 0.95]
+    shape = [0.10, 0.05, 0.01, 0.0]
+    assert _pick(fits, agree, leaves, "consensus") == 0  # the top consensus of 5-leaf ones
+    # within the margin the lower residual wins; outside it (or fewer leaves) it does not
+    assert _pick(fits, agree, leaves, "consensus", shape) == 1
+    # a candidate without a residual is never picked by it; all NaN: the consensus decides
+    assert _pick(fits, agree, leaves, "consensus", [0.1, float("nan"), 0.01, 0.0]) == 0
+    assert _pick(fits, agree, leaves, "consensus", [float("nan")] * 4) == 0
+
+
+def test_sibling_modes_that_the_order_of_distances_confuses_are_told_apart_by_affine_shape(
+        monkeypatch):
+    """The translation benchmark's hierarchical base (8 classes in 3 families whose sibling
+    directions are regular simplices), the target an anisotropic affine image of other draws:
+    the rank cues alone pick a wrong correspondence, which the checks flag."""
+    import flowtopo.matching._affine_shape as shape_module
+    from flowtopo.data._hierarchy import HierarchicalMixture
+
+    hm = HierarchicalMixture.build([[1, 1], [1, 1, 1], [1, 1, 1]], 3, sigma=0.9, seed=2)
+    rng = np.random.default_rng(2)
+    lab = rng.choice(len(hm.weights), 1600, p=hm.weights)
+    x = hm.means[lab] + hm.sigma * rng.standard_normal((1600, 3))
+    a = (np.linalg.qr(rng.standard_normal((3, 3)))[0] @ np.diag([2.5, 1, 0.4])
+         @ np.linalg.qr(rng.standard_normal((3, 3)))[0])
+    src, tgt = x[:800], x[800:] @ a.T + 1.0
+
+    def right_mass(res):
+        ts, tt = res.source_tree, res.target_tree
+        major = [lambda n, t=t, y=y: int(np.bincount(y[t.nodes[n].members]).argmax())
+                 for t, y in ((ts, lab[:800]), (tt, lab[800:]))]
+        return sum(ts.nodes[u].mass for u, v in res.node_pairs
+                   if ts.nodes[u].is_leaf and major[0](u) == major[1](v))
+
+    opts = {"method": "tree", "select": "consensus", "min_persistence": 1.0, "seed": 2}
+    res = align(src, tgt, **opts)
+    assert len(res.source_tree.leaves()) == len(res.target_tree.leaves()) == 8
+    assert right_mass(res) == pytest.approx(1.0) and not res.poor_fit, res.fit_reason
+    monkeypatch.setattr(shape_module, "AFFINE_SHAPE_DOF", 99)  # the rank cues alone
+    alone = align(src, tgt, **opts)
+    assert right_mass(alone) < 0.5 and alone.poor_fit
 
 
 def test_leaf_round_trip_measures_agreement_of_the_two_directions(synthetic):

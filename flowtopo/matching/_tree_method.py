@@ -19,7 +19,10 @@
    come), the cue that carries the correspondence between two DIFFERENT networks.
    The winner (`_pick`): with ``select="fit"``, the best-fitting candidate among those whose
    cue consensus is within `CONSENSUS_MARGIN` of the best consensus; with
-   ``select="consensus"`` (two different networks), the candidate of highest consensus.
+   ``select="consensus"`` (two different networks), the candidate of highest consensus, or of
+   lowest affine-shape residual among those within `SHAPE_MARGIN` of it when the modes leave
+   that residual degrees of freedom (`flowtopo.matching._affine_shape`, whose local search
+   also proposes candidates).
 5. Match across scales: when the two trees have different numbers of modes, the finer tree is
    coarsened to the other's count (its merge threshold raised between the persistences of its
    c-th and (c+1)-th modes), so a mode whose persistence sits near the threshold in one tree
@@ -40,6 +43,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from flowtopo.errors import InputError
+from flowtopo.matching._affine_shape import AffineShape
 from flowtopo.matching._cues import consensus, cue_candidates, leaf_cues
 from flowtopo.matching._leaf_search import (
     centroid_fit,
@@ -143,6 +147,12 @@ CONSENSUS_MARGIN = 0.1
 """Candidates whose cue consensus is within this of the best are judged by their fit."""
 
 
+SHAPE_MARGIN = 0.02
+"""With ``select="consensus"``, candidates whose consensus is within this of the best are judged
+by their affine shape (`flowtopo.matching._affine_shape`), when the matched modes leave it
+enough degrees of freedom (docs/method.md "Affine shape": margins 0 to 0.1 measured)."""
+
+
 RANDOM_CLIMBS = 32
 """Random assignments climbed (`flowtopo.matching._cues.climb`) beside the quadratic-assignment
 proposals when the consensus decides (``select="consensus"``)."""
@@ -151,7 +161,8 @@ SELECT = ("fit", "consensus")
 """How `align_tree` picks among candidate matchings (see `_pick`)."""
 
 
-def _pick(fits: list[float], agree: list[float], leaves: list[int], select: str) -> int:
+def _pick(fits: list[float], agree: list[float], leaves: list[int], select: str,
+          shape: list[float] | None = None) -> int:
     """Index of the best candidate.
 
     ``select="fit"`` (latents related by a map of the family, e.g. two models of one data set):
@@ -163,7 +174,11 @@ def _pick(fits: list[float], agree: list[float], leaves: list[int], select: str)
     candidates that match the most leaves, the fit breaking ties. There the distribution fit
     of one quick affine map does not tell a right correspondence from a wrong one (measured:
     the supervised affine map itself fails the two-sample check on most pairs of classifiers'
-    hidden layers; docs/method.md "Cues"); the order of separations does more often.
+    hidden layers; docs/method.md "Cues"); the order of separations does more often. With
+    ``shape`` (each candidate's affine-shape residual, `flowtopo.matching._affine_shape`; NaN
+    where it has none), the lowest residual among those within `SHAPE_MARGIN` of that highest
+    consensus: the order of separations cannot break a near-symmetry of the modes' positions
+    that their affine shape does.
 
     Candidates without a consensus (fewer than three matched leaves) are judged by fit alone
     when no candidate has one.
@@ -177,6 +192,12 @@ def _pick(fits: list[float], agree: list[float], leaves: list[int], select: str)
         return int(np.argmin(np.where(ok, f, np.inf)))
     n = np.where(np.isfinite(a), np.asarray(leaves), -1)
     ok = n == n.max()
+    if shape is not None:
+        near = ok & (a >= np.nanmax(np.where(ok, a, -np.inf)) - SHAPE_MARGIN)
+        r = np.where(near, np.nan_to_num(np.asarray(shape, dtype=np.float64), nan=np.inf),
+                     np.inf)
+        if np.isfinite(r).any():
+            return int(np.argmin(r))
     ok &= a >= np.nanmax(np.where(ok, a, -np.inf)) - 1e-12
     return int(np.argmin(np.where(ok, f, np.inf)))
 
@@ -187,6 +208,7 @@ class _Selection:
 
     scored: list[Candidate]
     agree: list[float]
+    shape: list[float]
     criterion: str
     structural_tie: bool
 
@@ -205,8 +227,12 @@ def _select(ts: DensityTree, tt: DensityTree, source: LatentSpace, target: Laten
     cues = [TreeMatching(float("nan"), [(0, 0), *pairs]) for _, pairs in cue_candidates(
         cs, ct, restarts=cue_restarts, seed=seed, min_pairs=needed(transform, source.k),
         random_climbs=RANDOM_CLIMBS if select == "consensus" else 0)]
+    shape = AffineShape.of(ts, tt, source.points, target.points) if select == "consensus" \
+        else None
+    shaped = [TreeMatching(float("nan"), [(0, 0), *p]) for p in shape.candidates(seed)] \
+        if shape is not None else []
     known = {tuple(sorted(c.pairs)) for c in found}
-    for cand in [*leaf_search, *cues[:max_cue]]:
+    for cand in [*leaf_search, *cues[:max_cue], *shaped]:
         if tuple(sorted(cand.pairs)) not in known:
             known.add(tuple(sorted(cand.pairs)))
             found.append(cand)
@@ -214,6 +240,7 @@ def _select(ts: DensityTree, tt: DensityTree, source: LatentSpace, target: Laten
     _check_identifiable(ts, tt, first.pairs, transform, source.k)
     scored: list[Candidate] = []
     agree: list[float] = []
+    residuals: list[float] = []
     criterion = ""
     for cand in found:  # score every candidate after one quick refinement
         a, b = centroid_fit(ts, tt, cand.pairs, transform)
@@ -222,12 +249,14 @@ def _select(ts: DensityTree, tt: DensityTree, source: LatentSpace, target: Laten
         fit, criterion = fit_score(source, target, a, b, seed)
         scored.append(Candidate(cand.pairs, cand.cost, fit, a, b))
         agree.append(consensus(cs, ct, cand.pairs))
+        residuals.append(shape.residual(cand.pairs) if shape is not None else float("nan"))
     leaves = [sum(ts.nodes[u].is_leaf and tt.nodes[v].is_leaf for u, v in c.node_pairs)
               for c in scored]
-    pick = _pick([c.fit for c in scored], agree, leaves, select)
+    pick = _pick([c.fit for c in scored], agree, leaves, select,
+                 residuals if shape is not None else None)
     order = sorted(range(len(scored)), key=lambda i: (i != pick, scored[i].fit))
-    return _Selection([scored[i] for i in order], [agree[i] for i in order], criterion,
-                      structural_tie)
+    return _Selection([scored[i] for i in order], [agree[i] for i in order],
+                      [residuals[i] for i in order], criterion, structural_tie)
 
 
 def leaf_round_trip(ts: DensityTree, forward: list[tuple[int, int]],
