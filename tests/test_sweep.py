@@ -421,8 +421,9 @@ def test_a_sweep_stopped_in_its_seeds_phase_resumes_it(tmp_path):
     path.write_text(yaml.safe_dump({**TINY, "num_samples": 1, "seeds": 6,
                                     "max_concurrent_trials": 1, "train": {"epochs": 12},
                                     "mlflow": {"experiment": "seedstop", "tracking_uri": uri}}))
+    # the storage as a file:// URI (the form a cluster's shared storage takes)
     proc = subprocess.Popen([sys.executable, "-m", "flowtopo.cli", "sweep", "run", str(path),
-                             "--storage", str(tmp_path / "ray")], cwd=tmp_path,
+                             "--storage", f"file://{tmp_path / 'ray'}"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
     def seed_runs(status=None):
@@ -456,56 +457,6 @@ def test_a_sweep_stopped_in_its_seeds_phase_resumes_it(tmp_path):
     (parent,) = [r for r in runs if r.data.tags.get("flowtopo.kind") == "sweep"]
     assert parent.info.status == "FINISHED"
 
-
-
-@pytest.mark.integration
-def test_a_stopped_sweep_resumes_without_rerunning_finished_trials(tmp_path):
-    import signal
-    import time
-
-    uri = f"sqlite:///{tmp_path / 'm.db'}"
-    path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({**TINY, "seeds": 1, "max_concurrent_trials": 1,
-                                    "train": {"epochs": 12},
-                                    "mlflow": {"experiment": "resume", "tracking_uri": uri}}))
-    proc = subprocess.Popen([sys.executable, "-m", "flowtopo.cli", "sweep", "run", str(path),
-                             "--storage", f"file://{tmp_path / 'ray'}"], cwd=tmp_path,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.time() + 300
-    while time.time() < deadline and not finished_trials(uri, "resume"):
-        time.sleep(1)
-    before = {r.data.tags["trial_id"] for r in finished_trials(uri, "resume")}
-    assert before, "no trial finished before the deadline"
-    proc.send_signal(signal.SIGINT)
-    out, _ = proc.communicate(timeout=300)
-    before = {r.data.tags["trial_id"] for r in finished_trials(uri, "resume")}
-    assert len(before) < 4, "the sweep finished before it could be stopped"
-    # a stop between two trials once ended the search as if done (1 fresh-clone run in 7):
-    # test_a_sweep_stopped_between_two_trials_is_resumed_not_summed_up makes it deterministic
-    assert proc.returncode == 130 and "flowtopo sweep resume" in out, (proc.returncode,
-                                                                       out[-4000:])
-    (sweep_dir,) = [p.parent for p in (tmp_path / "ray").glob("*/flowtopo-sweep.json")]
-    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "resume",
-                          str(sweep_dir)], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=600)
-    assert res.returncode == 0, res.stdout[-1500:] + res.stderr[-1500:]
-    done = finished_trials(uri, "resume")
-    ids = [r.data.tags["trial_id"] for r in done]
-    assert len(set(ids)) == 4 and len(ids) == 4  # every trial finished exactly once
-    assert before <= set(ids)
-    # resuming the finished sweep again changes nothing, and says so
-    again = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "resume",
-                            str(sweep_dir)], cwd=tmp_path, capture_output=True, text=True,
-                           timeout=600)
-    assert again.returncode == 0 and "already finished" in again.stdout
-    assert "nothing to resume" in again.stdout
-    assert len(finished_trials(uri, "resume")) == 4
-    # the resumed search went on with the same Optuna study: 4 trials, each told once
-    import optuna
-
-    study = optuna.load_study(study_name=sweep_dir.name,
-                              storage=f"sqlite:///{tmp_path / 'optuna.db'}")
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
 
 
 def test_a_stop_between_two_trials_is_a_stop_not_the_end_of_the_search():
@@ -587,6 +538,16 @@ def test_a_sweep_stopped_between_two_trials_is_resumed_not_summed_up(tmp_path, r
     ids = [r.data.tags["trial_id"] for r in finished_trials(uri, "gap")]
     assert len(ids) == len(set(ids)) == 4 and second <= set(ids)
     assert client.get_run(res.parent_run_id).info.status == "FINISHED"
+    # resuming the finished sweep again changes nothing, and says so
+    again = resume()
+    assert again.returncode == 0 and "already finished" in again.stdout
+    assert "nothing to resume" in again.stdout
+    assert len(finished_trials(uri, "gap")) == 4
+    # the resumed search went on with the same Optuna study: 4 trials, each told once
+    import optuna
+
+    study = optuna.load_study(study_name=res.optuna_study, storage=res.optuna_storage)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
 
 
 @pytest.mark.integration
