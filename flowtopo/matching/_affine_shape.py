@@ -102,27 +102,29 @@ def _descend(cs: np.ndarray, ct: np.ndarray, start: list[tuple[int, int]]
     point; each pass scores all its moves in one batch and takes the first that improves.
     """
     cur = np.asarray(start, dtype=np.int64)  # (m, 2)
+    m = len(cur)
+    sa, sb = np.triu_indices(m, 1)  # swaps (a, b), a < b
     best = affine_shape_residual(cs, ct, [tuple(r) for r in cur])
     while True:
         free_s = np.setdiff1d(np.arange(len(cs)), cur[:, 0])
         free_t = np.setdiff1d(np.arange(len(ct)), cur[:, 1])
-        trials = []
-        for a in range(len(cur)):
-            for b in range(a + 1, len(cur)):
-                t = cur.copy()
-                t[[a, b], 1] = cur[[b, a], 1]
-                trials.append(t)
-            for v in free_t:
-                t = cur.copy()
-                t[a, 1] = v
-                trials.append(t)
-            for u in free_s:
-                t = cur.copy()
-                t[a, 0] = u
-                trials.append(t)
-        if not trials:
+        swaps = np.repeat(cur[None], len(sa), 0)
+        swaps[np.arange(len(sa)), sa, 1] = cur[sb, 1]
+        swaps[np.arange(len(sa)), sb, 1] = cur[sa, 1]
+        ra, rv = np.repeat(np.arange(m), len(free_t)), np.tile(free_t, m)
+        to_t = np.repeat(cur[None], len(ra), 0)
+        to_t[np.arange(len(ra)), ra, 1] = rv
+        qa, qu = np.repeat(np.arange(m), len(free_s)), np.tile(free_s, m)
+        to_s = np.repeat(cur[None], len(qa), 0)
+        to_s[np.arange(len(qa)), qa, 0] = qu
+        stack = np.concatenate([swaps, to_t, to_s])
+        if not len(stack):
             break
-        stack = np.stack(trials)
+        # the scan order of a one-at-a-time search: by the pair a moved, swaps first, then
+        # an unmatched target, then an unmatched source
+        moved = np.concatenate([sa, ra, qa])
+        kind = np.repeat([0, 1, 2], [len(sa), len(ra), len(qa)])
+        stack = stack[np.lexsort((kind, moved))]
         scores = _residuals(cs, ct, stack[:, :, 0], stack[:, :, 1])
         better = np.flatnonzero(scores < best - 1e-12)
         if not len(better):
