@@ -330,9 +330,11 @@ def test_sibling_modes_that_the_order_of_distances_confuses_are_told_apart_by_af
     res = align(src, tgt, **opts)
     assert len(res.source_tree.leaves()) == len(res.target_tree.leaves()) == 8
     assert right_mass(res) == pytest.approx(1.0) and not res.poor_fit, res.fit_reason
+    assert 0 <= res.info["affine_shape"] < 0.1  # the winner's residual, recorded
     monkeypatch.setattr(shape_module, "AFFINE_SHAPE_DOF", 99)  # the rank cues alone
     alone = align(src, tgt, **opts)
     assert right_mass(alone) < 0.5 and alone.poor_fit
+    assert alone.info["affine_shape"] is None  # not measured: too few degrees of freedom
 
 
 def test_leaf_round_trip_measures_agreement_of_the_two_directions(synthetic):

@@ -386,6 +386,7 @@ def align_tree(source: LatentSpace, target: LatentSpace, *, transform: str = "af
         piecewise=piecewise, round_trip=agreement, source_tree=ts, target_tree=tt,
         info={"n_candidates": len(scored),
               "fit": best.fit, "fit_criterion": criterion, "consensus": sel.agree[0],
+              "affine_shape": None if np.isnan(sel.shape[0]) else sel.shape[0],
               "select": select, "modes": modes,
               "coarsened": [len(ts.leaves()), len(tt.leaves())] != modes,
               "polish": None if polished is None else {
