@@ -19,11 +19,12 @@ run's start and the last run's end.
 Part 2, the queries. ``flowtopo priors best`` and ``flowtopo report`` (subprocesses, as a user
 runs them) on experiments holding 100 and 1,000 finished trial runs, written through the real
 MLflow client (tags, parameters, 30 epochs of curves and the summary metrics, a real checkpoint
-each, all runs sharing the one trained model's files).
+each, all runs sharing the one trained model's files); each command run ``--repeat`` times (3),
+the median and the range printed.
 
 Targets (issue 18): overhead <= 1.10x the bare loop at the larger size; 2 concurrent trials
 >= 1.7x the throughput of 1; the queries' seconds grow at most linearly with the runs, 1,000
-runs in under 10 s. Run: ``python -m benchmarks.sweep [--trials 4] [--runs 100 1000]``.
+runs in under 10 s. Run: ``python -m benchmarks.sweep [--trials 4] [--runs 100 1000] [--repeat 3]``.
 """
 
 from __future__ import annotations
@@ -248,7 +249,7 @@ def timed_cli(args: list[str], cwd: Path) -> float:
     return time.perf_counter() - t
 
 
-def queries(sizes: list[int], work: Path) -> None:
+def queries(sizes: list[int], work: Path, repeat: int = 3) -> None:
     import optuna
     import torch
 
@@ -272,6 +273,7 @@ def queries(sizes: list[int], work: Path) -> None:
     params = ts.model_dump(mode="json", exclude={"out", "mlflow"})
     summary = {**summary_metrics(result), **result.test}
     print("\n## `priors best` and `report` against the runs in an experiment\n")
+    print(f"each command run {repeat} times one after another: the median (the range)\n")
     print("| finished runs | writing them (s) | `priors best` (s) | `report` (s) |")
     print("|---|---|---|---|")
     rows = []
@@ -282,12 +284,14 @@ def queries(sizes: list[int], work: Path) -> None:
         t = time.perf_counter()
         make_runs(uri, "scale", n, ckpt, result.history, summary, params)
         made = time.perf_counter() - t
-        best = timed_cli(["priors", "best", "--experiment", "scale", "--tracking-uri", uri,
-                          "--json"], d)
-        report = timed_cli(["report", "--experiment", "scale", "--tracking-uri", uri,
-                            "--out", str(d / "report")], d)
+        bests = sorted(timed_cli(["priors", "best", "--experiment", "scale", "--tracking-uri",
+                                  uri, "--json"], d) for _ in range(repeat))
+        reports = sorted(timed_cli(["report", "--experiment", "scale", "--tracking-uri", uri,
+                                    "--out", str(d / "report")], d) for _ in range(repeat))
+        best, report = bests[len(bests) // 2], reports[len(reports) // 2]
         rows.append((n, best, report))
-        print(f"| {n} | {made:.0f} | {best:.1f} | {report:.1f} |", flush=True)
+        print(f"| {n} | {made:.0f} | {best:.1f} ({bests[0]:.1f}-{bests[-1]:.1f}) | {report:.1f} "
+              f"({reports[0]:.1f}-{reports[-1]:.1f}) |", flush=True)
     if len(rows) >= 2:
         (n0, b0, r0), (n1, b1, r1) = rows[0], rows[-1]
         print(f"\ngrowth from {n0} to {n1} runs ({n1 / n0:.0f}x the runs): `priors best` "
@@ -300,6 +304,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=4)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1, 5])
     ap.add_argument("--runs", type=int, nargs="+", default=[100, 1000])
+    ap.add_argument("--repeat", type=int, default=3, help="times each query command is run")
     ap.add_argument("--skip", choices=["overhead", "queries"], default=None)
     ap.add_argument("--bare", type=int, default=None, help=argparse.SUPPRESS)  # bare_pair's
     args = ap.parse_args()
@@ -319,7 +324,7 @@ def main() -> None:
             for size in args.sizes:
                 overhead(size, args.trials, work)
         if args.skip != "queries":
-            queries(args.runs, work)
+            queries(args.runs, work, args.repeat)
 
 
 if __name__ == "__main__":

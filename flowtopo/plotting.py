@@ -10,6 +10,10 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf"]
+"""The colour cycle of every picture (tree leaves, families, matched modes)."""
+
 
 def new_figure(ncols: int = 1, size: float = 4.0) -> tuple[Figure, list[Axes]]:
     """A figure with ``ncols`` square panels."""

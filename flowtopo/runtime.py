@@ -3,8 +3,9 @@
 - `init_ray`: connect to a cluster (workers get the tracking URI; never a password: they take
   the cluster's own MLflow credentials, `flowtopo.mlflow_auth`), attach as a Ray Job's driver,
   or start a private local Ray.
-- `fetch_checkpoint` / `checkpoint_from_files`: a run's checkpoint artifact as bytes (for Ray's
-  object store) and back to a loaded checkpoint (``weights_only``).
+- `download_checkpoint`: a run's checkpoint artifact into a folder (MLflow only, no torch);
+  `fetch_checkpoint` / `checkpoint_from_files`: as bytes (for Ray's object store) and back to
+  a loaded checkpoint (``weights_only``).
 
 Used by the sweep runner, ``flowtopo match``, ``priors best --reproducibility``, the report and
 the CLI; it imports none of them.
@@ -128,19 +129,17 @@ def resolve_model(tracking_uri: str, ref: str) -> str:
     return str(mv.run_id)
 
 
-def fetch_checkpoint(tracking_uri: str, run_id: str, dst: Path) -> dict[str, bytes]:
-    """Download a run's checkpoint artifact; return its files as bytes (for the object store).
+def download_checkpoint(tracking_uri: str, run_id: str, dst: Path) -> Path:
+    """Download a run's checkpoint artifact under ``dst`` (not loaded); return its folder.
 
     ``run_id`` may also be a registered model, ``models:/NAME@ALIAS`` or ``models:/NAME/V``
-    (`resolve_model`; written by ``flowtopo priors best --register``).
+    (`resolve_model`; written by ``flowtopo priors best --register``). Needs MLflow, not torch.
 
     Raises:
-        InputError: the run has no checkpoint artifact, or it does not load (``weights_only``).
+        InputError: the run has no checkpoint artifact.
 
     """
     import mlflow
-
-    from flowtopo.checkpoint import load_checkpoint
 
     run_id = resolve_model(tracking_uri, run_id)
     if tracking_uri.startswith(("http://", "https://")):
@@ -148,14 +147,26 @@ def fetch_checkpoint(tracking_uri: str, run_id: str, dst: Path) -> dict[str, byt
 
         load_credentials()  # on a cluster node: the job user's (mlflow_client does the same)
     try:
-        local = mlflow.artifacts.download_artifacts(
+        return Path(mlflow.artifacts.download_artifacts(
             run_id=run_id, artifact_path=CHECKPOINT_ARTIFACT, dst_path=str(dst),
-            tracking_uri=tracking_uri)
+            tracking_uri=tracking_uri))
     except Exception as err:  # MlflowException, OSError: the artifact is missing
         raise InputError(f"run {run_id}: no checkpoint artifact ({type(err).__name__}: "
                          f"{str(err).splitlines()[0][:200]})") from None
+
+
+def fetch_checkpoint(tracking_uri: str, run_id: str, dst: Path) -> dict[str, bytes]:
+    """`download_checkpoint`, checked to load; its files as bytes (for the object store).
+
+    Raises:
+        InputError: the run has no checkpoint artifact, or it does not load (``weights_only``).
+
+    """
+    from flowtopo.checkpoint import load_checkpoint
+
+    local = download_checkpoint(tracking_uri, run_id, dst)
     load_checkpoint(local)  # refuses anything but a plain state_dict
-    return {p.name: p.read_bytes() for p in Path(local).iterdir() if p.is_file()}
+    return {p.name: p.read_bytes() for p in local.iterdir() if p.is_file()}
 
 
 def checkpoint_from_files(files: dict[str, bytes], root: Path) -> Any:

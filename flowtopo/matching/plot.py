@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from flowtopo.matching._result import AlignResult
-from flowtopo.plotting import new_figure, project_2d, save
+from flowtopo.plotting import COLOURS, new_figure, project_2d, save
 from flowtopo.topology._tree import DensityTree
-from flowtopo.topology.plot import COLOURS
 
 
 def matched_colours(res: AlignResult) -> tuple[dict[int, str], dict[int, str]]:

@@ -119,15 +119,26 @@ def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None =
             runs in it.
 
     """
-    import jinja2
-
-    from flowtopo.pipeline.best import rank_runs, trial_runs
-    from flowtopo.pipeline.report_plots import CURVE_METRICS, plot_families, plot_loss_curves
-    from flowtopo.tracking import find_experiment, mlflow_client, resolve_tracking_uri
+    from flowtopo.pipeline.report_worker import ModelWorker
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"--out {out} is a file; give a folder for index.html and its pictures")
+    # the model sections' worker starts first: its imports overlap the queries below
+    with ModelWorker() as worker, tempfile.TemporaryDirectory() as tmp:
+        return _build(experiment, out, tracking_uri, max_curves, worker, Path(tmp))
+
+
+def _build(experiment: str, out: Path, tracking_uri: str | None, max_curves: int,
+           worker: Any, tmp: Path) -> Path:
+    """`build_report`; ``worker`` (a `ModelWorker`) draws the models from checkpoints in ``tmp``."""
+    import jinja2
+
+    from flowtopo.pipeline.best import rank_runs, trial_runs
+    from flowtopo.pipeline.report_plots import CURVE_METRICS, plot_families, plot_loss_curves
+    from flowtopo.runtime import download_checkpoint
+    from flowtopo.tracking import find_experiment, mlflow_client, resolve_tracking_uri
+
     uri = resolve_tracking_uri(tracking_uri)
     client = mlflow_client(uri, read_only=True)
     exp = find_experiment(client, experiment)
@@ -139,21 +150,24 @@ def build_report(experiment: str, out: str | Path, *, tracking_uri: str | None =
         img.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise InputError(f"--out {out}: cannot create it ({err.strerror})") from None
-    histories = _histories(client, trials[:max_curves], CURVE_METRICS)
     families = rank_runs(trials, top=3)
     winners = _winning_parameters(trials, families)
     all_rows = rank_runs(trials, top=len(trials))
-    pictures: dict[str, str | None] = {
-        "curves": _rel(plot_loss_curves(histories, img / "loss-curves.png"), out),
-        "families": _rel(plot_families(all_rows, img / "families.png"), out), "matrix": None}
     match = _latest_match(client, exp.experiment_id, img, out)
     if match is not None:
-        pictures["matrix"] = match.pop("matrix_local", None)
         run_ids = [r["run_id"] for r in match["runs"]]
     else:
         best = families[0]["group"] if families else None
         run_ids = [r["run_id"] for r in families if r["group"] == best][:2]
-    models = [_model_section(client, uri, rid, img, out) for rid in run_ids]
+    models_in = [(_model_name(client.get_run(rid)), rid,
+                  download_checkpoint(uri, rid, tmp / rid), img, out) for rid in run_ids]
+    worker.draw(models_in)  # drawn there while this process draws the rest
+    histories = _histories(client, trials[:max_curves], CURVE_METRICS)
+    pictures: dict[str, str | None] = {
+        "curves": _rel(plot_loss_curves(histories, img / "loss-curves.png"), out),
+        "families": _rel(plot_families(all_rows, img / "families.png"), out),
+        "matrix": None if match is None else match.pop("matrix_local", None)}
+    models = worker.sections()
     methods = list(match["mean_r2"]) if match else []
     html = jinja2.Environment(autoescape=True).from_string(TEMPLATE).render(
         experiment=experiment, tracking_uri=uri, n_trials=len(trials), families=families,
@@ -280,21 +294,36 @@ def _scores_from_metrics(metrics: dict[str, float]) -> dict[str, dict[str, float
     return out
 
 
-def _model_section(client: Any, uri: str, run_id: str, img: Path, out: Path) -> dict[str, Any]:
-    """One model: latent picture with contours + tree, node labels, decoded exemplars."""
+def _model_name(run: Any) -> str:
+    """A model's name in the report: family, seed and the start of its run id."""
+    tags = run.data.tags
+    return f"{tags.get('family', '?')}-s{tags.get('seed', '?')}-{run.info.run_id[:6]}"
+
+
+def _model_section(name: str, run_id: str, checkpoint: Path, img: Path, out: Path
+                   ) -> dict[str, Any]:
+    """One model: latent picture with contours + tree, node labels, decoded exemplars.
+
+    Args:
+        name: the model's name in the report.
+        run_id: its run.
+        checkpoint: its checkpoint folder (`flowtopo.runtime.download_checkpoint`).
+        img: the pictures' folder.
+        out: the report's folder (pictures are named relative to it).
+
+    Raises:
+        InputError: the checkpoint does not load (``weights_only``).
+
+    """
     import torch
 
+    from flowtopo.checkpoint import load_checkpoint
     from flowtopo.data import load_dataset
     from flowtopo.pipeline.report_plots import plot_exemplars, plot_node_labels
-    from flowtopo.runtime import checkpoint_from_files, fetch_checkpoint
     from flowtopo.topology import density_tree
     from flowtopo.topology.plot import label_colours, plot_tree
 
-    run = client.get_run(run_id)
-    name = f"{run.data.tags.get('family', '?')}-s{run.data.tags.get('seed', '?')}-{run_id[:6]}"
-    with tempfile.TemporaryDirectory() as tmp:
-        files = fetch_checkpoint(uri, run_id, Path(tmp) / "dl")
-        ckpt = checkpoint_from_files(files, Path(tmp) / "ck")
+    ckpt = load_checkpoint(checkpoint)
     model = ckpt.model
     spec = ckpt.config["dataset"]
     ds = load_dataset(spec["name"], **spec.get("options", {}))

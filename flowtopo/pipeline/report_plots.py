@@ -8,8 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from flowtopo.plotting import new_figure, save
-from flowtopo.topology.plot import COLOURS
+from flowtopo.plotting import COLOURS, new_figure, save
 
 PANELS: tuple[tuple[str, str | None, str, float | None, str], ...] = (
     # (title, training metric, validation metric, reference line, what the line means)

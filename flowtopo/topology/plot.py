@@ -8,12 +8,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.axes import Axes
 
-from flowtopo.plotting import new_figure, project_2d, save
+from flowtopo.plotting import COLOURS, new_figure, project_2d, save
 from flowtopo.topology._tree import DensityTree
-
-COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf"]
-
 
 LEGEND_MAX = 12
 """Legend entries drawn at most (the largest modes first)."""
