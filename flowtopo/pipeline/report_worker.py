@@ -5,8 +5,9 @@ held-out data, build the density tree, draw three pictures) needs torch, scipy.s
 topology layer: about 2 s of imports on the 2-core machine, then about 1 s per model.
 `ModelWorker` spawns one process that does those imports while the parent queries MLflow,
 downloads the checkpoints (the worker imports no MLflow) and draws the training curves; it then
-draws the sections it is sent. At 1,000 runs this takes `flowtopo report` from ~12.5 s to under
-10 s (benchmarks/sweep.py; docs/benchmarks.md).
+draws the sections it is sent. At 1,000 runs this takes `flowtopo report` to 0.70x its time
+(side by side; 9.0-11.3 s against 12.0-17.8 s, as fast as the shared machine ran at the time:
+benchmarks/sweep.py, docs/benchmarks.md).
 
 Written by hand (one process, one pipe): ``multiprocessing.Pool`` restarts a worker that dies
 while starting without end (a hang, e.g. when the parent runs a script from stdin, which a
