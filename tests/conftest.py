@@ -3,6 +3,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from _cli import run_cli
 from torch.utils._python_dispatch import TorchDispatchMode
 
 # Small thread pools keep the 2-core CI machine responsive; Ray and MLflow stay local.
@@ -55,3 +56,9 @@ def _private_config_home(tmp_path_factory):
         os.environ.pop("FLOWTOPO_CONFIG_HOME", None)
     else:
         os.environ["FLOWTOPO_CONFIG_HOME"] = old
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """`run_cli`: ``cli("sweep", "validate", path)`` -> returncode, stdout, stderr."""
+    return run_cli

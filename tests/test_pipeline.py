@@ -7,12 +7,11 @@ import json
 import os
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+from _cli import run_cli
 
 from flowtopo.sweep.spec import SweepSpec
 
@@ -57,9 +56,9 @@ def swept(tmp_path_factory):
 
 
 def cli(*args, timeout=600, columns=200):
-    env = {**os.environ, "COLUMNS": str(columns)}
-    return subprocess.run([sys.executable, "-m", "flowtopo.cli", *args], capture_output=True,
-                          text=True, timeout=timeout, env=env)
+    """``flowtopo ARGS`` in this process (its Ray is the sweep fixture's; ``timeout`` unused:
+    pytest-timeout bounds a test)."""
+    return run_cli(*args, columns=columns)
 
 
 def test_the_sweep_gave_three_models_per_family(swept):

@@ -55,12 +55,7 @@ def test_shipped_sweeps_validate_and_sample(path):
         assert cfg["batch_size"] in spec.search.batch_size
 
 
-def cli(*args):
-    return subprocess.run([sys.executable, "-m", "flowtopo.cli", *args], capture_output=True,
-                          text=True, timeout=120)
-
-
-def test_validate_prints_sampled_configurations():
+def test_validate_prints_sampled_configurations(cli):
     res = cli("sweep", "validate", "sweeps/quickstart.yaml", "--samples", "2")
     assert res.returncode == 0
     assert "valid" in res.stdout and res.stdout.count("sample ") == 2
@@ -157,7 +152,7 @@ def test_optuna_storage_and_startup_follow_the_yaml_the_environment_and_the_stor
 
 
 @pytest.mark.parametrize("case", list(MALFORMED))
-def test_malformed_sweeps_give_one_line_and_exit_2(tmp_path, case):
+def test_malformed_sweeps_give_one_line_and_exit_2(tmp_path, case, cli):
     text, message = MALFORMED[case]
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -209,7 +204,7 @@ def runs_of(uri, experiment):
 
 
 @pytest.mark.integration
-def test_a_real_sweep_records_every_trial_in_mlflow(tmp_path, ray_local):
+def test_a_real_sweep_records_every_trial_in_mlflow(tmp_path, ray_local, cli):
     import json
 
     from flowtopo.checkpoint import load_checkpoint
@@ -285,9 +280,8 @@ def test_a_real_sweep_records_every_trial_in_mlflow(tmp_path, ray_local):
                       if r.data.tags["family"] == fam)
         got = [row["best_adv_loss"] for row in rows if row["group"] == fam]
         assert got == mine
-    out = subprocess.run([sys.executable, "-m", "flowtopo.cli", "priors", "best", "--experiment",
-                          "t1", "--tracking-uri", uri, "--json", "--top", "10"],
-                         capture_output=True, text=True, timeout=120)
+    out = cli("priors", "best", "--experiment", "t1", "--tracking-uri", uri, "--json", "--top",
+              "10")
     assert out.returncode == 0
     assert [r["run_id"] for r in json.loads(out.stdout)] == [r["run_id"] for r in rows]
 
@@ -312,13 +306,12 @@ def test_a_failing_trial_is_recorded_and_the_sweep_goes_on(tmp_path, ray_local):
 
 
 @pytest.mark.integration
-def test_sweep_run_cli_end_to_end(tmp_path):
+def test_sweep_run_cli_end_to_end(tmp_path, ray_local, cli, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump({**TINY, "num_samples": 2, "seeds": 1, "mlflow": {
         "experiment": "cli", "tracking_uri": f"sqlite:///{tmp_path / 'm.db'}"}}))
-    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "run", str(path),
-                          "--storage", str(tmp_path / "ray")], capture_output=True, text=True,
-                         timeout=600, cwd=tmp_path)
+    res = cli("sweep", "run", str(path), "--storage", str(tmp_path / "ray"))
     assert res.returncode == 0, res.stderr[-2000:]
     assert "trials (search + seeds)" in res.stdout and "best val_adv_loss" in res.stdout
     _, runs = runs_of(f"sqlite:///{tmp_path / 'm.db'}", "cli")
@@ -410,7 +403,7 @@ def finished_trials(uri, experiment):
 
 
 @pytest.mark.integration
-def test_a_sweep_stopped_in_its_seeds_phase_resumes_it(tmp_path):
+def test_a_sweep_stopped_in_its_seeds_phase_resumes_it(tmp_path, ray_local, cli, monkeypatch):
     import signal
     import time
 
@@ -444,9 +437,8 @@ def test_a_sweep_stopped_in_its_seeds_phase_resumes_it(tmp_path):
     (parent,) = [r for r in runs if r.data.tags.get("flowtopo.kind") == "sweep"]
     assert parent.info.status == "RUNNING"  # not a finished sweep
     (sweep_dir,) = [p.parent for p in (tmp_path / "ray").glob("*/flowtopo-sweep.json")]
-    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "resume",
-                          str(sweep_dir)], cwd=tmp_path, capture_output=True, text=True,
-                         timeout=600)
+    monkeypatch.chdir(tmp_path)
+    res = cli("sweep", "resume", sweep_dir)  # in this process: its local Ray (ray_local)
     assert res.returncode == 0, res.stdout[-1500:] + res.stderr[-1500:]
     seeds = [r.data.tags["seed"] for r in seed_runs("FINISHED")]
     assert sorted(seeds) == ["1", "2", "3", "4", "5"]  # every seed finished exactly once
@@ -498,7 +490,8 @@ def stop_at_first_trial(marker, times):
 
 
 @pytest.mark.integration
-def test_a_sweep_stopped_between_two_trials_is_resumed_not_summed_up(tmp_path, ray_local):
+def test_a_sweep_stopped_between_two_trials_is_resumed_not_summed_up(tmp_path, ray_local, cli,
+                                                                     monkeypatch):
     import json
 
     import mlflow
@@ -523,13 +516,16 @@ def test_a_sweep_stopped_between_two_trials_is_resumed_not_summed_up(tmp_path, r
                                res.storage_path, *extra], cwd=tmp_path, capture_output=True,
                               text=True, timeout=600)
 
-    stopped = resume("--json")  # stopped again: as `sweep run` would end
+    # stopped again, as `sweep run` would end: in a process of its own, as the restored
+    # callback sends its SIGINT to the process it runs in
+    stopped = resume("--json")
     assert stopped.returncode == 130, stopped.stdout[-1500:] + stopped.stderr[-1500:]
     assert json.loads(stopped.stdout)["interrupted"] is True
     assert f"flowtopo sweep resume {res.storage_path}" in stopped.stderr
     second = {r.data.tags["trial_id"] for r in finished_trials(uri, "gap")}
     assert len(second) == 2 and first < second
-    done = resume()
+    monkeypatch.chdir(tmp_path)
+    done = cli("sweep", "resume", res.storage_path)  # the callback has sent its 2 stops
     assert done.returncode == 0, done.stdout[-1500:] + done.stderr[-1500:]
     assert "trials (search + seeds)" in done.stdout  # the summary table
     # the bar counted the 2 trials this resume ran, through the restored callback
@@ -539,7 +535,7 @@ def test_a_sweep_stopped_between_two_trials_is_resumed_not_summed_up(tmp_path, r
     assert len(ids) == len(set(ids)) == 4 and second <= set(ids)
     assert client.get_run(res.parent_run_id).info.status == "FINISHED"
     # resuming the finished sweep again changes nothing, and says so
-    again = resume()
+    again = cli("sweep", "resume", res.storage_path)
     assert again.returncode == 0 and "already finished" in again.stdout
     assert "nothing to resume" in again.stdout
     assert len(finished_trials(uri, "gap")) == 4
@@ -605,7 +601,8 @@ def test_a_trial_whose_worker_is_killed_resumes_from_its_checkpoint_in_the_same_
 @pytest.mark.parametrize(("resources", "need"), [({"gpu": 1}, "cpu=1, gpu=1"),
                                                   ({"cpu": 512}, "cpu=512, gpu=0")])
 def test_a_trial_no_node_can_hold_fails_the_sweep_at_once_in_one_line(tmp_path, resources,
-                                                                       need):
+                                                                       need, ray_local, cli,
+                                                                       monkeypatch):
     """Main hung forever (parent RUNNING) when no node could ever place a trial."""
     import time
 
@@ -613,10 +610,9 @@ def test_a_trial_no_node_can_hold_fails_the_sweep_at_once_in_one_line(tmp_path, 
     path = tmp_path / "big.yaml"
     path.write_text(yaml.safe_dump({**TINY, "resources": resources, "seeds": 1,
                                     "mlflow": {"experiment": "big", "tracking_uri": uri}}))
+    monkeypatch.chdir(tmp_path)
     t0 = time.monotonic()
-    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "run", str(path),
-                          "--storage", str(tmp_path / "ray"), "--json"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    res = cli("sweep", "run", str(path), "--storage", str(tmp_path / "ray"), "--json")
     assert res.returncode == 2, res.stderr[-2000:]
     lines = [ln for ln in res.stderr.splitlines() if ln.startswith("error")]
     assert len(lines) == 1 and "Traceback" not in res.stderr, res.stderr[-2000:]
@@ -659,7 +655,7 @@ def s3_server(monkeypatch):
 
 
 @pytest.mark.integration
-def test_a_sweep_keeps_an_s3_storage_uri_end_to_end(tmp_path, s3_server):
+def test_a_sweep_keeps_an_s3_storage_uri_end_to_end(tmp_path, s3_server, cli):
     """--storage s3://... stays a URI: Ray's state, checkpoints, the context and the signature
     land in the bucket (a real S3 API), and resume reads and verifies them there."""
     import json
@@ -686,16 +682,12 @@ def test_a_sweep_keeps_an_s3_storage_uri_end_to_end(tmp_path, s3_server):
         Bucket="sweeps", Key=f"flowtopo/{summary['sweep_id']}/flowtopo-sweep.json")["Body"].read())
     assert context["storage"] == "s3://sweeps/flowtopo" and context["finished"]["trials"] == 2
     # resume reads the context and checks the signature through the same layer
-    again = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "resume",
-                            summary["storage_path"]], cwd=tmp_path, capture_output=True,
-                           text=True, timeout=300)
+    again = cli("sweep", "resume", summary["storage_path"])
     assert again.returncode == 0 and "already finished" in again.stdout, again.stderr[-2000:]
     # a file changed in the bucket is refused before anything is unpickled
     tuner = next(k for k in keys if k.endswith("/tuner.pkl"))
     s3_server.put_object(Bucket="sweeps", Key=tuner, Body=b"tampered")
-    bad = subprocess.run([sys.executable, "-m", "flowtopo.cli", "sweep", "resume",
-                          summary["storage_path"]], cwd=tmp_path, capture_output=True,
-                         text=True, timeout=300)
+    bad = cli("sweep", "resume", summary["storage_path"])
     assert bad.returncode == 2 and "changed since flowtopo signed it: tuner.pkl" in bad.stderr
 
 
@@ -764,7 +756,7 @@ def test_the_grid_sampler_runs_to_the_end_of_its_grid_under_ask_and_tell():
     assert trial_budget(spec.model_copy(update={"sampler": "tpe"})) == spec.num_samples
 
 
-def test_grid_sampler_needs_a_finite_space(tmp_path):
+def test_grid_sampler_needs_a_finite_space(tmp_path, cli):
     from flowtopo.errors import InputError
     from flowtopo.sweep.space import check_grid
 

@@ -556,7 +556,7 @@ def test_cli_pair_fit_apply_end_to_end(tmp_path):
 
 
 @pytest.mark.parametrize("problem", ["mismatched dims", "nan", "few rows", "complex"])
-def test_cli_translate_bad_input_is_one_line_exit_2(tmp_path, pair, problem):
+def test_cli_translate_bad_input_is_one_line_exit_2(tmp_path, pair, problem, cli):
     src, tgt = pair.source, pair.target
     if problem == "nan":
         src = src.copy()
@@ -575,7 +575,6 @@ def test_cli_translate_bad_input_is_one_line_exit_2(tmp_path, pair, problem):
     else:
         args = ["translate", "fit", "--source", str(tmp_path / "s.npy"), "--target",
                 str(tmp_path / "t.npy"), "--out", str(tmp_path / "o")]
-    res = subprocess.run([sys.executable, "-m", "flowtopo.cli", *args], capture_output=True,
-                         text=True, timeout=300)
+    res = cli(*args)
     assert res.returncode == 2, res.stderr[-2000:]
     assert "Traceback" not in res.stderr and len(res.stderr.strip().splitlines()) == 1
