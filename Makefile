@@ -35,8 +35,8 @@ lint: $(VENV)/.installed-dev
 bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.flows
 	$(BIN)/python -m benchmarks.topology
-	$(BIN)/python -m benchmarks.alignment
-	$(BIN)/python -m benchmarks.translation
+	$(BIN)/python -m benchmarks.alignment --jobs 2
+	$(BIN)/python -m benchmarks.translation --jobs 2
 	$(BIN)/python -m benchmarks.matching
 	$(BIN)/python -m benchmarks.sweep
 
