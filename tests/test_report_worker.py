@@ -1,6 +1,9 @@
 """The report's model worker (issue 18, item 1): whatever happens to it, the report is drawn,
 and a user's error it meets reaches the user as one."""
 
+import os
+import signal
+
 import pytest
 
 from flowtopo.errors import InputError
@@ -38,3 +41,16 @@ def test_leaving_the_block_stops_the_worker_at_once():
         assert proc.is_alive()
         raise RuntimeError("the parent failed before it had anything to draw")
     assert not proc.is_alive() and proc.exitcode is not None
+
+
+def test_a_worker_that_stops_answering_is_killed_and_the_parent_draws(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(report, "_model_section",
+                        lambda name, *rest: drawn.append(name) or {"name": name})
+    with ModelWorker() as worker:
+        proc = worker._proc
+        os.kill(proc.pid, signal.SIGSTOP)  # alive, never answering (before: waited forever)
+        worker.draw([("a", "a", tmp_path, tmp_path, tmp_path)])
+        got = worker.sections(wait_s=1.0)
+        assert not proc.is_alive() and proc.exitcode == -signal.SIGKILL
+    assert drawn == ["a"] and [s["name"] for s in got] == ["a"]

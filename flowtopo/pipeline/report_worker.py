@@ -14,9 +14,9 @@ while starting without end (a hang, e.g. when the parent runs a script from stdi
 spawned process cannot re-import), and ``concurrent.futures.ProcessPoolExecutor`` cannot be
 terminated on Python 3.11 (an error would wait for the worker's imports).
 
-Whatever happens to the worker, the report is drawn: if it cannot start, dies, or fails with
-anything but an `InputError`, the parent draws the sections itself (a bug then shows its
-traceback there). An `InputError` the worker meets (a checkpoint that does not load) is raised
+Whatever happens to the worker, the report is drawn: if it cannot start, dies, stops answering
+(`WAIT_S`), or fails with anything but an `InputError`, the parent draws the sections itself
+(a bug then shows its traceback there). An `InputError` the worker meets (a checkpoint that does not load) is raised
 in the parent, as it would have been there.
 """
 
@@ -29,6 +29,11 @@ from typing import Any
 from flowtopo.errors import InputError
 
 Section = dict[str, Any]
+
+WAIT_S = (120.0, 120.0)
+"""How long `ModelWorker.sections` waits for the worker: the first number plus the second per
+model (a section takes ~1 s on the 2-core machine; a large held-out set, longer). A worker
+that has not answered by then is killed and the parent draws the sections."""
 
 
 class ModelWorker:
@@ -58,18 +63,29 @@ class ModelWorker:
             except OSError:  # the worker is gone
                 self._proc = None
 
-    def sections(self) -> list[Section]:
+    def sections(self, wait_s: float | None = None) -> list[Section]:
         """The sections `draw` asked for, in its order (drawn here if the worker cannot).
+
+        Args:
+            wait_s: how long to wait for the worker (default: from `WAIT_S`); past it the
+                worker is killed and the sections are drawn here.
 
         Raises:
             InputError: a checkpoint that does not load (the worker's or this process's).
 
         """
+        if wait_s is None:
+            wait_s = WAIT_S[0] + WAIT_S[1] * len(self._todo)
         if self._proc is not None:
             try:
-                ok, value = self._conn.recv()
+                answered = self._conn.poll(wait_s)
+                ok, value = self._conn.recv() if answered else (None, None)
             except (EOFError, OSError):  # the worker is gone (its own error is on stderr)
                 ok, value = None, None
+            if ok is None and self._proc.is_alive():  # hung: killed (SIGKILL stops even a
+                self._proc.kill()  # stopped process), its sections drawn below
+                self._proc.join()
+                self._proc = None
             if ok:
                 return value
             if ok is False:
