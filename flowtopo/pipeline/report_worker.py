@@ -16,8 +16,8 @@ terminated on Python 3.11 (an error would wait for the worker's imports).
 
 Whatever happens to the worker, the report is drawn: if it cannot start, dies, stops answering
 (`WAIT_S`), or fails with anything but an `InputError`, the parent draws the sections itself
-(a bug then shows its traceback there). An `InputError` the worker meets (a checkpoint that does not load) is raised
-in the parent, as it would have been there.
+(a bug then shows its traceback there). An `InputError` the worker meets (a checkpoint that
+does not load) is raised in the parent, as it would have been there.
 """
 
 from __future__ import annotations
