@@ -27,6 +27,20 @@ def header(title: str) -> None:
           f"torch {torch.__version__}, python {platform.python_version()}")
 
 
+def one_thread() -> None:
+    """A ``--jobs`` worker's initializer: one torch and one BLAS thread, warnings off.
+
+    Two such processes share the machine's two cores.
+    """
+    import warnings
+
+    from threadpoolctl import threadpool_limits
+
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(1)
+    threadpool_limits(1)
+
+
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3, *,
                      sync: Callable[[], object] | None = None) -> dict[str, float]:
     """Median seconds per call of each ``fns`` value, the calls taken in turn (a, b, c, a, ...).

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._util import header
+from benchmarks._util import header, one_thread
 from flowtopo.data import warped_pair
 from flowtopo.errors import InputError
 from flowtopo.matching import LatentSpace, align
@@ -112,16 +112,6 @@ def _train_one(flow: str, seed: int, epochs: int) -> tuple[dict[str, Any], float
     return res.model.state_dict(), res.test["test_nll"], time.perf_counter() - t
 
 
-def _one_thread() -> None:
-    """A `--jobs` worker: one torch and one BLAS thread (two processes share two cores)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
-    threadpool_limits(1)
-
-
 def _train_all(wanted: list[tuple[str, int]], epochs: int, jobs: int
                ) -> list[tuple[dict[str, Any], float, float]]:
     """`_train_one` of each (flow, seed), in order; ``jobs`` > 1: in that many processes."""
@@ -131,7 +121,7 @@ def _train_all(wanted: list[tuple[str, int]], epochs: int, jobs: int
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_one_thread) as pool:
+                             initializer=one_thread) as pool:
         return list(pool.map(_train_one, *zip(*wanted, strict=True), [epochs] * len(wanted)))
 
 

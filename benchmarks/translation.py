@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._util import header
+from benchmarks._util import header, one_thread
 from flowtopo.errors import InputError
 
 HIER = {"n": 3000, "dim": 12, "k": 3, "shape": [[1, 1], [1, 1, 1], [1, 1, 1]], "seed": 3,
@@ -246,16 +246,6 @@ def one_pair(spec: tuple[str, dict[str, Any], str, str, int, int], i: int, seeds
     return title, f"{base} {src} -> {tgt}", rows
 
 
-def _one_thread() -> None:
-    """A `--jobs` worker: one torch and one BLAS thread (two processes share two cores)."""
-    import torch
-    from threadpoolctl import threadpool_limits
-
-    warnings.filterwarnings("ignore")
-    torch.set_num_threads(1)
-    threadpool_limits(1)
-
-
 def pairs_in_order(pairs: list[tuple[str, dict[str, Any], str, str, int, int]], seeds: int,
                    jobs: int) -> Any:
     """`one_pair` of each pair, yielded in order; ``jobs`` > 1: that many spawned processes."""
@@ -267,7 +257,7 @@ def pairs_in_order(pairs: list[tuple[str, dict[str, Any], str, str, int, int]], 
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=_one_thread) as pool:
+                             initializer=one_thread) as pool:
         yield from pool.map(one_pair, pairs, range(len(pairs)), [seeds] * len(pairs))
 
 
