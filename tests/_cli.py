@@ -10,7 +10,7 @@ class CliResult:
         self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
-def run_cli(*args: object, env: dict[str, str] | None = None, columns: int = 200) -> CliResult:
+def run_cli(*args: object, columns: int = 200) -> CliResult:
     """``flowtopo ARGS`` in this process, through the app the console script runs.
 
     The exit-code mapping lives inside the app (`flowtopo.cli._Commands`), so the code and the
@@ -30,11 +30,10 @@ def run_cli(*args: object, env: dict[str, str] | None = None, columns: int = 200
     cli.console.width = columns  # as COLUMNS would set it for the console script
     try:
         res = CliRunner().invoke(cli.app, [str(a) for a in args], env={
-            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", **(env or {})})
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"})
     finally:
         cli.console._width = saved
     stderr = res.stderr
     if res.exception is not None and not isinstance(res.exception, SystemExit):
         stderr += "".join(traceback.format_exception(res.exception))
     return CliResult(res.exit_code, res.stdout, stderr)
-

@@ -55,10 +55,7 @@ def swept(tmp_path_factory):
     ray.shutdown()
 
 
-def cli(*args, timeout=600, columns=200):
-    """``flowtopo ARGS`` in this process (its Ray is the sweep fixture's; ``timeout`` unused:
-    pytest-timeout bounds a test)."""
-    return run_cli(*args, columns=columns)
+cli = run_cli  # `flowtopo ARGS` in this process, on the Ray the sweep fixture started
 
 
 def test_the_sweep_gave_three_models_per_family(swept):
@@ -280,7 +277,7 @@ def test_match_by_default_takes_the_best_family_two_runs(swept):
     (["--experiment", "pipe", "--strategy", "star"], "'star' is not one of 'all-pairs', 'hub'"),
 ])
 def test_match_bad_input_is_one_line_and_exit_2(swept, args, message):
-    res = cli("match", "--tracking-uri", swept["uri"], *args, timeout=120)
+    res = cli("match", "--tracking-uri", swept["uri"], *args)
     assert res.returncode == 2, res.stderr
     assert message in res.stderr and "Traceback" not in res.stderr
 
@@ -371,7 +368,7 @@ def test_the_report_reads_the_trial_runs_once(report, swept, tmp_path, monkeypat
 
 def test_report_of_an_unknown_experiment_is_exit_2(swept, tmp_path):
     res = cli("report", "--experiment", "nope", "--tracking-uri", swept["uri"], "--out",
-              str(tmp_path), timeout=120)
+              str(tmp_path))
     assert res.returncode == 2 and "no MLflow experiment 'nope'" in res.stderr
 
 
