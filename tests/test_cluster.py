@@ -43,7 +43,12 @@ def cluster(tmp_path_factory):
     state = tmp_path_factory.mktemp("cluster")
     password = secrets.token_urlsafe(16)
     env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "FLOWTOPO_CLUSTER_DIR":
-           str(state), "MLFLOW_AUTH_ADMIN_PASSWORD": password, "PYTHON": sys.executable}
+           str(state), "MLFLOW_AUTH_ADMIN_PASSWORD": password, "PYTHON": sys.executable,
+           # the fault test's waits, shortened (the faults and what must survive them are not):
+           # the GCS asks each raylet every 1 s instead of 3 s (a killed node is declared dead
+           # after 5 failed checks either way), and the MLflow clients of the job and its
+           # trials back off 1, 2, 4 ... s instead of 2, 4, 8 ... s after the server went away
+           "RAY_health_check_period_ms": "1000", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
     res = subprocess.run(["bash", str(ROOT / "cluster/local/start.sh")], env=env,
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stdout + res.stderr

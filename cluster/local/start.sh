@@ -8,6 +8,8 @@
 #   FLOWTOPO_HOST         address every service binds to (127.0.0.1)
 #   RAY_PORT, DASHBOARD_PORT, MLFLOW_PORT   fixed ports (default: free ports)
 #   HEAD_CPUS, WORKER_CPUS                  CPUs each Ray node offers (1 and 1)
+#   MLFLOW_WORKERS        the tracking server's worker processes (this machine's CPUs, at most
+#                         MLflow's default of 4: each imports MLflow, ~2 s of CPU, at every start)
 #   DATABASE_URL          MLflow backend store, e.g. postgresql://user@host/db (sqlite otherwise;
 #                         Postgres needs `pip install psycopg2-binary`)
 # Ray runs with token authentication; the token is written to STATE/auth_token (mode 600).
@@ -112,7 +114,9 @@ fi
 # worker processes
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION="${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}"
 cd "$state"
+cpus="$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 4)"
 setsid nohup mlflow server --host "$host" --port "$mlflow_port" \
+  --workers "${MLFLOW_WORKERS:-$(( cpus < 4 ? cpus : 4 ))}" \
   --backend-store-uri "$backend" --artifacts-destination "$state/artifacts" --serve-artifacts \
   "${auth[@]}" >"$state/logs/mlflow.log" 2>&1 </dev/null &
 echo "mlflow $!" >> "$state/pids"
