@@ -10,6 +10,10 @@
    (target: >= 3x faster per step). NFE are printed. Beside it, the same masked field under
    the Strang splitting integrator (``method="split"``) and a bipartite field under leapfrog,
    each with its deviation from the same field's dopri5 map.
+3. flowtopo's tanh (`flowtopo.flows._base.Tanh`, ``2 sigmoid(2x) - 1`` on the CPU) against
+   ``torch.tanh`` in the same models, on 1 thread (as sweep trials run) and on 2. Every model
+   above (the MLP auto-encoders and the FFJORD field too) uses flowtopo's tanh, so the ratios
+   above compare architectures, not activation kernels.
 
 Run: ``python -m benchmarks.flows [--batches 256 1024] [--dim 8] [--repeats 15] [--device cuda]``.
 """
@@ -25,6 +29,7 @@ from torch import nn
 from torchdiffeq import odeint
 
 from benchmarks._util import count_ops, header, time_interleaved
+from flowtopo.flows._base import Tanh
 from flowtopo.model import FlowAE
 
 CPU = torch.device("cpu")
@@ -44,10 +49,10 @@ class MLPAutoEncoder(nn.Module):
 
     def __init__(self, dim: int, k: int, hidden: int) -> None:
         super().__init__()
-        self.enc = nn.Sequential(nn.Linear(dim, hidden), nn.Tanh(), nn.Linear(hidden, hidden),
-                                 nn.Tanh(), nn.Linear(hidden, k))
-        self.dec = nn.Sequential(nn.Linear(k, hidden), nn.Tanh(), nn.Linear(hidden, hidden),
-                                 nn.Tanh(), nn.Linear(hidden, dim))
+        self.enc = nn.Sequential(nn.Linear(dim, hidden), Tanh(), nn.Linear(hidden, hidden),
+                                 Tanh(), nn.Linear(hidden, k))
+        self.dec = nn.Sequential(nn.Linear(k, hidden), Tanh(), nn.Linear(hidden, hidden),
+                                 Tanh(), nn.Linear(hidden, dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.dec(self.enc(x))
@@ -58,8 +63,8 @@ class FFJORDField(nn.Module):
 
     def __init__(self, dim: int, hidden: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(dim + 1, hidden), nn.Tanh(), nn.Linear(hidden, hidden),
-                                 nn.Tanh(), nn.Linear(hidden, dim))
+        self.net = nn.Sequential(nn.Linear(dim + 1, hidden), Tanh(), nn.Linear(hidden, hidden),
+                                 Tanh(), nn.Linear(hidden, dim))
         self.e: torch.Tensor | None = None
         self.nfe = 0
 
@@ -149,6 +154,63 @@ def coupling_rows(d: int, k: int, batches: list[int], repeats: int,
     print(f"ATen operators dispatched per step (forward, backward, Adam): FlowAE full "
           f"{ops['full']}, MLE {ops['mle']}; MLP same params {ops['same']}, same FLOPs "
           f"{ops['flops']}")
+
+
+def with_torch_tanh(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (same weights) whose flowtopo `Tanh` modules are ``nn.Tanh``."""
+    import copy
+
+    twin = copy.deepcopy(model)
+    for mod in list(twin.modules()):
+        for name, child in list(mod.named_children()):
+            if isinstance(child, Tanh):
+                setattr(mod, name, nn.Tanh())
+    return twin
+
+
+def tanh_rows(d: int, k: int, batch: int, repeats: int) -> None:
+    """Section 3: flowtopo's tanh against torch.tanh, CPU, 1 and 2 threads.
+
+    The coupling FlowAE's full step and the same-FLOPs MLP auto-encoder's, each with both.
+    """
+    flowae = FlowAE.from_config({"dim": d, "k": k, "noise_std": 0.5, "prior": {"name": "gmm"},
+                                 "flow": {"name": "coupling", "params": {"layers": 4,
+                                                                        "hidden": 64}}})
+    h_flops = next(h for h in range(8, 4096)
+                   if n_params(MLPAutoEncoder(d, k, h)) >= 2 * n_params(flowae))
+    models: dict[str, nn.Module] = {"FlowAE full": flowae, "MLP same-FLOPs": MLPAutoEncoder(
+        d, k, h_flops)}
+    x = torch.randn(batch, d)
+
+    def step(model: nn.Module) -> Callable[[], None]:
+        opt = torch.optim.Adam(model.parameters(), 1e-3, fused=True)
+
+        def run() -> None:
+            if isinstance(model, FlowAE):
+                z, n = model.encode(x)
+                nll = -(model.prior().log_prob(z) + model.noise_log_prob(n)).mean()
+                loss = (model.decode(z) - x).pow(2).mean() + nll
+            else:
+                loss = (model(x) - x).pow(2).mean()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return run
+
+    print(f"\n## flowtopo's tanh vs torch.tanh (batch {batch}, D={d}, k={k}; CPU)")
+    print("| threads | model | torch.tanh ms | flowtopo's tanh ms | ratio |")
+    print("|---|---|---|---|---|")
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            for name, model in models.items():
+                ms = time_interleaved({"torch": step(with_torch_tanh(model)),
+                                       "flowtopo": step(model)}, repeats)
+                print(f"| {t} | {name} | {ms['torch'] * 1e3:.2f} | {ms['flowtopo'] * 1e3:.2f} "
+                      f"| {ms['flowtopo'] / ms['torch']:.2f}x |")
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _continuous(d: int, k: int, **params: object) -> FlowAE:
@@ -255,6 +317,8 @@ def main() -> None:
     coupling_rows(args.dim, 2, args.batches, args.repeats, device)
     ode_rows(args.dim, 2, args.batches, max(3, args.repeats // 3), args.tol, args.split_step,
              device)
+    if device.type == "cpu":
+        tanh_rows(args.dim, 2, max(args.batches), 3 * args.repeats)
 
 
 if __name__ == "__main__":

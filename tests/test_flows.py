@@ -269,3 +269,59 @@ def test_a_corrupt_checkpoint_is_one_clear_error(model, tmp_path, corrupt, messa
     corrupt(d)
     with pytest.raises(InputError, match=message):
         load_checkpoint(d)
+
+
+def _torch_tanh_twin(module):
+    """A copy of ``module`` (same weights) with ``nn.Tanh`` where it has flowtopo's `Tanh`."""
+    from flowtopo.flows._base import Tanh
+
+    twin = copy.deepcopy(module)
+    for mod in list(twin.modules()):
+        for name, child in list(mod.named_children()):
+            if isinstance(child, Tanh):
+                setattr(mod, name, torch.nn.Tanh())
+    return twin
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float32, 2.5e-7), (torch.float64, 1e-15)])
+def test_flowtopo_tanh_is_torch_tanh_on_the_cpu(dtype, tol):
+    """The registry's "tanh" is `flows._base.Tanh` (2 sigmoid(2x) - 1 on the CPU, for speed:
+    benchmarks/flows.py): torch.tanh's values to rounding, its derivatives to any order, under
+    vmap and jacrev too."""
+    from flowtopo.flows import ACTIVATIONS
+    from flowtopo.flows._base import Tanh
+
+    assert ACTIVATIONS["tanh"] is Tanh
+    act = Tanh()
+    x = torch.cat([torch.linspace(-60, 60, 100_001, dtype=dtype),
+                   torch.tensor([0.0, 1e-30, -1e-30, float("inf"), -float("inf")], dtype=dtype)])
+    assert (act(x) - torch.tanh(x)).abs().max() <= tol
+    assert act(torch.tensor([float("nan")], dtype=dtype)).isnan().all()
+    xg = torch.randn(6, 3, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(act, (xg,)) and torch.autograd.gradgradcheck(act, (xg,))
+    (g,) = torch.autograd.grad(act(xg).sum(), xg, create_graph=True)
+    (gg,) = torch.autograd.grad(g.sum(), xg)
+    y = torch.tanh(xg.detach())
+    torch.testing.assert_close(g, 1 - y**2)
+    torch.testing.assert_close(gg, -2 * y * (1 - y**2))
+    v = torch.randn(4, 3, dtype=dtype)
+    torch.testing.assert_close(torch.func.vmap(act)(v), torch.tanh(v), atol=tol, rtol=0)
+    torch.testing.assert_close(torch.func.jacrev(act)(v[0]), torch.diag(1 - torch.tanh(v[0])**2),
+                               atol=4 * tol, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["coupling", "continuous-leapfrog", "continuous-gradient"])
+def test_flows_with_torch_tanh_share_weights_and_maps(name):
+    """flowtopo's Tanh has no parameters: a flow's state_dict is the one an ``nn.Tanh`` flow
+    has (checkpoints load either way), and both compute the same map."""
+    torch.manual_seed(0)
+    flow = build_flow(CONFIGS[name], 4)
+    for p in flow.parameters():  # away from the identity start (zero last layers)
+        torch.nn.init.normal_(p, std=0.3)
+    twin = _torch_tanh_twin(flow)
+    assert any(isinstance(m, torch.nn.Tanh) for m in twin.modules())
+    twin.load_state_dict(flow.state_dict(), strict=True)
+    flow.load_state_dict(twin.state_dict(), strict=True)
+    x = torch.randn(64, 4)
+    torch.testing.assert_close(flow(x), twin(x), atol=1e-5, rtol=0)
+    torch.testing.assert_close(flow.inverse(flow(x)), x, atol=1e-4, rtol=0)

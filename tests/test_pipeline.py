@@ -352,18 +352,55 @@ def test_the_report_reads_the_trial_runs_once(report, swept, tmp_path, monkeypat
     real = mlflow.MlflowClient.search_runs
 
     def counted(self, *args, **kwargs):
-        queries.append(kwargs.get("filter_string", args[1] if len(args) > 1 else ""))
+        queries.append((kwargs.get("filter_string", args[1] if len(args) > 1 else ""),
+                        kwargs.get("max_results", 1000)))
         return real(self, *args, **kwargs)
 
     monkeypatch.setattr(mlflow.MlflowClient, "search_runs", counted)
     page = build_report("pipe", tmp_path / "again", tracking_uri=swept["uri"])
-    assert sum("'trial'" in q for q in queries) == 1, queries
+    # one query returns every trial run; the others ask for one or two runs
+    assert sum("'trial'" in q and n > 2 for q, n in queries) == 1, queries
     table = re.search(r'id="families".*?</table>', page.read_text(), re.S).group(0)
     # the same families and winners as the CLI's report (built with best_priors' own query)
     assert table == re.search(r'id="families".*?</table>', report.read_text(), re.S).group(0)
     best = best_priors("pipe", tracking_uri=swept["uri"], top=3)
     assert re.findall(r"<code>([0-9a-f]+)</code>", table) == [r["run_id"] for r in best]
     assert len(best) >= 2
+
+
+def _drawn_models(page):
+    return re.findall(r"<h3>([a-z_]+-s\d+-[0-9a-f]{6})</h3>", page.read_text())
+
+
+def test_without_a_match_the_report_draws_the_two_best_runs_of_the_best_family(
+        swept, tmp_path, monkeypatch):
+    """The models are asked of MLflow before the trial runs are read (the worker draws them
+    meanwhile); the full ranking decides: a guess it disagrees with is drawn again here."""
+    from flowtopo.pipeline import report as rep
+    from flowtopo.pipeline.best import best_priors, trial_runs
+    from flowtopo.pipeline.report_worker import ModelWorker
+    from flowtopo.tracking import mlflow_client
+
+    monkeypatch.setattr(rep, "_latest_match", lambda *a: None)
+    best = best_priors("pipe", tracking_uri=swept["uri"], top=3)
+    want = [r["run_id"][:6] for r in best if r["group"] == best[0]["group"]][:2]
+    assert len(want) == 2
+    sent = []
+    real_draw = ModelWorker.draw
+    monkeypatch.setattr(ModelWorker, "draw", lambda self, m: sent.append(m) or real_draw(self, m))
+    drawn = _drawn_models(rep.build_report("pipe", tmp_path / "a", tracking_uri=swept["uri"]))
+    assert [name[-6:] for name in drawn] == want
+    assert [m[1][:6] for m in sent[0]] == want  # the worker was sent the right models
+
+    client = mlflow_client(swept["uri"])
+    runs = trial_runs(client, client.get_experiment_by_name("pipe").experiment_id, finished=True)
+    worst = sorted(runs, key=lambda r: -r.data.metrics["best_adv_loss"])[:2]
+    assert [r.info.run_id[:6] for r in worst] != want
+    monkeypatch.setattr(rep, "_section_runs", lambda *a: worst)  # a wrong guess
+    sent.clear()
+    drawn = _drawn_models(rep.build_report("pipe", tmp_path / "b", tracking_uri=swept["uri"]))
+    assert [m[1][:6] for m in sent[0]] == [r.info.run_id[:6] for r in worst]
+    assert [name[-6:] for name in drawn] == want  # the ranking's models, drawn again here
 
 
 def test_report_of_an_unknown_experiment_is_exit_2(swept, tmp_path):

@@ -9,8 +9,55 @@ from torch import nn
 
 from flowtopo.errors import InputError
 
+
+class _SigmoidTanh(torch.autograd.Function):
+    """``tanh(x) = 2 sigmoid(2x) - 1``, differentiated as tanh is (``1 - y²`` from the output)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """(...) -> (...), same shape, dtype and device."""
+        return torch.sigmoid(x * 2).mul_(2).sub_(1)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        """Keep the output: tanh's derivative is ``1 - y²``."""
+        ctx.save_for_backward(output)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """``grad * (1 - y²)``, by the op torch.tanh's own backward uses.
+
+        It is differentiable again: the continuous flows' potentials take gradients of
+        gradients.
+        """
+        (y,) = ctx.saved_tensors
+        return torch.ops.aten.tanh_backward(grad, y)
+
+
+class Tanh(nn.Module):
+    """``torch.tanh``, computed on the CPU as ``2 sigmoid(2x) - 1``.
+
+    Written by hand for speed: torch's CPU tanh (Sleef's, in torch 2.13) takes ~6x its sigmoid
+    on a (4096, 64) float32 tensor, so in a coupling flow's step on one thread (as every sweep
+    trial on a CPU runs) tanh was a quarter of the time. This form is 3x faster forward, 1.8x
+    forward and backward; the coupling FlowAE's full training step on one thread 0.83x its time
+    (`python -m benchmarks.flows`). Values differ from torch.tanh by at most 2e-7 in float32
+    (1e-16 in float64); gradients are torch.tanh's formula. On other devices (CUDA: one kernel
+    is cheaper than four) it is torch.tanh itself. No parameters: checkpoints saved with
+    ``nn.Tanh`` load unchanged.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(...) -> (...)."""
+        if x.device.type == "cpu":
+            return _SigmoidTanh.apply(x)
+        return torch.tanh(x)
+
+
 ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": nn.Tanh,
+    "tanh": Tanh,
     "softplus": nn.Softplus,
     "gelu": nn.GELU,
     "silu": nn.SiLU,
