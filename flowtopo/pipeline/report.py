@@ -157,7 +157,13 @@ def _build(experiment: str, out: Path, tracking_uri: str | None, max_curves: int
         raise InputError(f"--out {out}: cannot create it ({err.strerror})") from None
     match = _latest_match(client, exp.experiment_id, img, out)
     guess = _section_runs(client, exp.experiment_id, match)
-    worker.draw(_models_in(uri, guess, img, out, tmp))  # drawn there while this process reads
+    try:
+        first = _models_in(uri, guess, img, out, tmp)
+    except InputError:
+        if match is not None:  # the match's models are the choice: their error is the error
+            raise
+        guess, first = [], []  # checked against the ranking below, which decides
+    worker.draw(first)  # drawn there while this process reads
     trials = trial_runs(client, exp.experiment_id)  # ONE query: ranked below from this list
     families = rank_runs(trials, top=3)
     winners = _winning_parameters(trials, families)
