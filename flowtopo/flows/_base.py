@@ -42,9 +42,9 @@ class Tanh(nn.Module):
     Written by hand for speed: torch's CPU tanh (Sleef's, in torch 2.13) takes ~6x its sigmoid
     on a (4096, 64) float32 tensor, so in a coupling flow's step on one thread (as every sweep
     trial on a CPU runs) tanh was a quarter of the time. This form is 3x faster forward, 1.8x
-    forward and backward; the coupling FlowAE's full training step on one thread 0.83x its time
+    forward and backward; the coupling FlowAE's full training step on one thread 0.85x its time
     (`python -m benchmarks.flows`). Values differ from torch.tanh by at most 2e-7 in float32
-    (1e-16 in float64); gradients are torch.tanh's formula. On other devices (CUDA: one kernel
+    (3e-16 in float64); gradients are torch.tanh's formula. On other devices (CUDA: one kernel
     is cheaper than four) it is torch.tanh itself. No parameters: checkpoints saved with
     ``nn.Tanh`` load unchanged.
     """
