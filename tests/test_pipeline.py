@@ -398,9 +398,24 @@ def test_without_a_match_the_report_draws_the_two_best_runs_of_the_best_family(
     assert [r.info.run_id[:6] for r in worst] != want
     monkeypatch.setattr(rep, "_section_runs", lambda *a: worst)  # a wrong guess
     sent.clear()
+    closed = []
+    real_close = ModelWorker.close
+    monkeypatch.setattr(ModelWorker, "close", lambda self: closed.append(
+        "drawn" if drawn_yet else "before") or real_close(self))
+    drawn_yet = False
+    real_section = rep._model_section
+
+    def section(*args):
+        nonlocal drawn_yet
+        drawn_yet = True
+        return real_section(*args)
+
+    monkeypatch.setattr(rep, "_model_section", section)
     drawn = _drawn_models(rep.build_report("pipe", tmp_path / "b", tracking_uri=swept["uri"]))
     assert [m[1][:6] for m in sent[0]] == [r.info.run_id[:6] for r in worst]
     assert [name[-6:] for name in drawn] == want  # the ranking's models, drawn again here
+    # the worker was stopped before this process drew (and once more on leaving)
+    assert closed == ["before", "drawn"]
 
 
 def test_report_of_an_unknown_experiment_is_exit_2(swept, tmp_path):

@@ -174,6 +174,7 @@ def _build(experiment: str, out: Path, tracking_uri: str | None, max_curves: int
         chosen = [r["run_id"] for r in families if r["group"] == best][:2]
         if chosen != [r.info.run_id for r in guess]:
             redraw = [client.get_run(rid) for rid in chosen]
+            worker.close()  # its models are not the ones drawn: its core is this process's
     histories = _histories(client, trials[:max_curves], CURVE_METRICS)
     pictures: dict[str, str | None] = {
         "curves": _rel(plot_loss_curves(histories, img / "loss-curves.png"), out),
