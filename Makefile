@@ -37,7 +37,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python -m benchmarks.topology
 	$(BIN)/python -m benchmarks.alignment --jobs 2
 	$(BIN)/python -m benchmarks.translation --jobs 2
-	$(BIN)/python -m benchmarks.matching
+	$(BIN)/python -m benchmarks.matching --jobs 2
 	$(BIN)/python -m benchmarks.sweep
 
 clean:
