@@ -3,6 +3,9 @@ PYTHON ?= python3.11
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
+# `make test` runs the test files in two processes (pytest-xdist, a whole file per process, the
+# longest files first: tests/conftest.py); PYTEST_JOBS=0 runs them in this one process.
+PYTEST_JOBS ?= 2
 
 .PHONY: demo test lint bench clean
 
@@ -26,7 +29,7 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_JOBS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -9,6 +9,26 @@ from torch.utils._python_dispatch import TorchDispatchMode
 # Small thread pools keep the 2-core CI machine responsive; Ray and MLflow stay local.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
 
+# `make test` runs the suite in two processes (pytest-xdist, one test file per process at a time):
+# one torch thread each, so the two share the 2 cores instead of four threads fighting over them.
+_XDIST_WORKER = "PYTEST_XDIST_WORKER" in os.environ
+if _XDIST_WORKER:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
+# The files that take longest, longest first (per-file sums of `--durations=0` on 2 cores, see
+# README). xdist hands a process the next file when it runs out (`--dist loadfile` with
+# `--no-loadscope-reorder`), so starting with the long ones keeps both busy to the end. A file not
+# named here keeps its place after them; the order changes only when tests run, never what runs.
+SLOWEST_FIRST = ("test_sweep.py", "test_cluster.py", "test_translate.py", "test_matching.py",
+                 "test_pipeline.py", "test_demo.py", "test_sweep_jobs.py", "test_train.py")
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    rank = {name: i for i, name in enumerate(SLOWEST_FIRST)}
+    # list.sort is stable: the order within a file, and of the files not named, is kept.
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+
 
 @pytest.fixture
 def rng() -> np.random.Generator:
