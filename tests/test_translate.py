@@ -28,6 +28,7 @@ from flowtopo.matching._cues import CUE_SETS, climb, consensus, cue_candidates, 
 from flowtopo.matching._transforms import PiecewiseAffine, fit_piecewise
 from flowtopo.matching._tree_method import (
     CONSENSUS_MARGIN,
+    SHAPE_DECISIVE,
     SHAPE_MARGIN,
     _pick,
     leaf_round_trip,
@@ -316,8 +317,24 @@ def test_select_consensus_lets_the_affine_shape_decide_among_near_tied_consensus
     # within the margin the lower residual wins; outside it (or fewer leaves) it does not
     assert _pick(fits, agree, leaves, "consensus", shape) == 1
     # a candidate without a residual is never picked by it; all NaN: the consensus decides
-    assert _pick(fits, agree, leaves, "consensus", [0.1, float("nan"), 0.01, 0.0]) == 0
+    assert _pick(fits, agree, leaves, "consensus", [0.1, float("nan"), 0.05, 0.0]) == 0
     assert _pick(fits, agree, leaves, "consensus", [float("nan")] * 4) == 0
+
+
+def test_a_decisively_lower_affine_shape_wins_within_the_consensus_margin():
+    """A residual `SHAPE_DECISIVE` times below every other plausible one outweighs the
+    consensus anywhere within `CONSENSUS_MARGIN` of the top; a smaller gap, a candidate beyond
+    that margin, or one residual with nothing to compare it to does not."""
+    fits, leaves = [0.1, 0.2, 0.3, 0.4], [5, 5, 5, 4]
+    agree = [0.80, 0.80 - CONSENSUS_MARGIN / 2, 0.80 - 2 * CONSENSUS_MARGIN, 0.95]
+    low = 0.05 / SHAPE_DECISIVE
+    assert _pick(fits, agree, leaves, "consensus", [0.05, low, 0.05, 0.0]) == 1
+    assert _pick(fits, agree, leaves, "consensus", [0.05, 2 * low, 0.05, 0.0]) == 0
+    assert _pick(fits, agree, leaves, "consensus", [0.05, 0.05, low / 100, 0.0]) == 0
+    assert _pick(fits, agree, leaves, "consensus", [float("nan"), low, float("nan"), 0]) == 0
+    # the same assignment found twice is one candidate, not a rival of itself
+    twice = [0.80, 0.80 - CONSENSUS_MARGIN / 2, 0.80 - CONSENSUS_MARGIN / 2, 0.95]
+    assert _pick(fits, twice, leaves, "consensus", [0.05, low, low, 0.0]) == 1
 
 
 def _sibling_modes(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -343,9 +360,12 @@ def test_sibling_modes_that_the_order_of_distances_confuses_are_told_apart_by_af
     Which sibling pairs the rank cues alone confuse sits near ties that the BLAS kernel's last
     bits decide (OpenBLAS picks its kernel by CPU; ``OPENBLAS_CORETYPE`` overrides it): seed 2,
     which this test once used alone, comes out right under the Haswell kernel and wrong under
-    Sandybridge's. Seeds 3 and 7 are right with the shape cue under both kernels (residuals
-    1e-4) and wrong without it under both; so the test asks for a wrong map without the cue
-    on at least one of them, and a flag on every wrong one.
+    Sandybridge's. Seeds 3 and 7 are right with the shape cue under the Haswell, Zen,
+    Sandybridge and SkylakeX kernels (residuals 1e-4, every other candidate's 0.05 or more)
+    and wrong without it under each; so the test asks for a wrong map without the cue on at
+    least one of them, and a flag on every wrong one. Under SkylakeX, seed 7's right
+    correspondence has a consensus 0.04 below a wrong one's: it won only once a decisively
+    lower residual (`SHAPE_DECISIVE`) counts beyond `SHAPE_MARGIN`.
     """
     import flowtopo.matching._affine_shape as shape_module
 

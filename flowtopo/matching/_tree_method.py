@@ -153,6 +153,13 @@ by their affine shape (`flowtopo.matching._affine_shape`), when the matched mode
 enough degrees of freedom (docs/method.md "Affine shape": margins 0 to 0.1 measured)."""
 
 
+SHAPE_DECISIVE = 10.0
+"""With ``select="consensus"``, a candidate whose affine-shape residual is this many times
+below every other plausible candidate's (consensus within `CONSENSUS_MARGIN` of the best) is
+picked whatever its consensus: its modes are an affine image of the other side's to within the
+centroids' noise, the others' are not (docs/method.md "Affine shape")."""
+
+
 RANDOM_CLIMBS = 32
 """Random assignments climbed (`flowtopo.matching._cues.climb`) beside the quadratic-assignment
 proposals when the consensus decides (``select="consensus"``)."""
@@ -178,7 +185,8 @@ def _pick(fits: list[float], agree: list[float], leaves: list[int], select: str,
     ``shape`` (each candidate's affine-shape residual, `flowtopo.matching._affine_shape`; NaN
     where it has none), the lowest residual among those within `SHAPE_MARGIN` of that highest
     consensus: the order of separations cannot break a near-symmetry of the modes' positions
-    that their affine shape does.
+    that their affine shape does. A residual `SHAPE_DECISIVE` times below every other one
+    within `CONSENSUS_MARGIN` of that consensus wins outright (`_decisive`).
 
     Candidates without a consensus (fewer than three matched leaves) are judged by fit alone
     when no candidate has one.
@@ -193,13 +201,32 @@ def _pick(fits: list[float], agree: list[float], leaves: list[int], select: str,
     n = np.where(np.isfinite(a), np.asarray(leaves), -1)
     ok = n == n.max()
     if shape is not None:
-        near = ok & (a >= np.nanmax(np.where(ok, a, -np.inf)) - SHAPE_MARGIN)
-        r = np.where(near, np.nan_to_num(np.asarray(shape, dtype=np.float64), nan=np.inf),
-                     np.inf)
+        top = np.nanmax(np.where(ok, a, -np.inf))
+        res = np.nan_to_num(np.asarray(shape, dtype=np.float64), nan=np.inf)
+        decisive = _decisive(np.where(ok & (a >= top - CONSENSUS_MARGIN), res, np.inf))
+        if decisive is not None:
+            return decisive
+        r = np.where(ok & (a >= top - SHAPE_MARGIN), res, np.inf)
         if np.isfinite(r).any():
             return int(np.argmin(r))
     ok &= a >= np.nanmax(np.where(ok, a, -np.inf)) - 1e-12
     return int(np.argmin(np.where(ok, f, np.inf)))
+
+
+def _decisive(residuals: np.ndarray) -> int | None:
+    """Index of the lowest residual when it is `SHAPE_DECISIVE` times below every other one.
+
+    ``residuals``: (n,), inf where a candidate is not eligible. None when no residual is that
+    far below the rest, or when there is no other to compare with. Candidates of the same
+    residual (to 1e-9, relative) are one assignment that several proposers found: the first
+    of them stands for it.
+    """
+    i = int(np.argmin(residuals))
+    low = residuals[i]
+    if not np.isfinite(low):
+        return None
+    others = residuals[np.isfinite(residuals) & (residuals > low * (1 + 1e-9) + 1e-300)]
+    return i if others.size and others.min() >= SHAPE_DECISIVE * low else None
 
 
 @dataclass
