@@ -18,6 +18,8 @@ CONFIGS = {
     "coupling": {"name": "coupling", "params": {"layers": 3, "hidden": 16}},
     "coupling-relu-norot": {"name": "coupling",
                             "params": {"layers": 2, "activation": "relu", "rotations": False}},
+    "coupling-sigmoid-tanh": {"name": "coupling",
+                              "params": {"layers": 2, "hidden": 16, "activation": "sigmoid_tanh"}},
     "continuous-masked": {"name": "continuous", "params": {"field": "masked", **TIGHT}},
     "continuous-gradient": {"name": "continuous", "params": {"field": "gradient", **TIGHT}},
     "continuous-rk4": {"name": "continuous",
@@ -271,28 +273,29 @@ def test_a_corrupt_checkpoint_is_one_clear_error(model, tmp_path, corrupt, messa
         load_checkpoint(d)
 
 
-def _torch_tanh_twin(module):
-    """A copy of ``module`` (same weights) with ``nn.Tanh`` where it has flowtopo's `Tanh`."""
-    from flowtopo.flows._base import Tanh
+def _sigmoid_tanh_twin(module):
+    """A copy of ``module`` (same weights) with `SigmoidTanh` where it has ``nn.Tanh``."""
+    from flowtopo.flows._base import SigmoidTanh
 
     twin = copy.deepcopy(module)
     for mod in list(twin.modules()):
         for name, child in list(mod.named_children()):
-            if isinstance(child, Tanh):
-                setattr(mod, name, torch.nn.Tanh())
+            if isinstance(child, torch.nn.Tanh):
+                setattr(mod, name, SigmoidTanh())
     return twin
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 2.5e-7), (torch.float64, 1e-15)])
-def test_flowtopo_tanh_is_torch_tanh_on_the_cpu(dtype, tol):
-    """The registry's "tanh" is `flows._base.Tanh` (2 sigmoid(2x) - 1 on the CPU, for speed:
+def test_sigmoid_tanh_is_torch_tanh_on_the_cpu(dtype, tol):
+    """The registry's "tanh" is torch's; "sigmoid_tanh" is `flows._base.SigmoidTanh`
+    (2 sigmoid(2x) - 1 on the CPU, opt-in: faster on some CPUs, slower on others,
     benchmarks/flows.py): torch.tanh's values to rounding, its derivatives to any order, under
     vmap and jacrev too."""
     from flowtopo.flows import ACTIVATIONS
-    from flowtopo.flows._base import Tanh
+    from flowtopo.flows._base import SigmoidTanh
 
-    assert ACTIVATIONS["tanh"] is Tanh
-    act = Tanh()
+    assert ACTIVATIONS["tanh"] is torch.nn.Tanh and ACTIVATIONS["sigmoid_tanh"] is SigmoidTanh
+    act = SigmoidTanh()
     x = torch.cat([torch.linspace(-60, 60, 100_001, dtype=dtype),
                    torch.tensor([0.0, 1e-30, -1e-30, float("inf"), -float("inf")], dtype=dtype)])
     assert (act(x) - torch.tanh(x)).abs().max() <= tol
@@ -311,15 +314,18 @@ def test_flowtopo_tanh_is_torch_tanh_on_the_cpu(dtype, tol):
 
 
 @pytest.mark.parametrize("name", ["coupling", "continuous-leapfrog", "continuous-gradient"])
-def test_flows_with_torch_tanh_share_weights_and_maps(name):
-    """flowtopo's Tanh has no parameters: a flow's state_dict is the one an ``nn.Tanh`` flow
+def test_flows_with_sigmoid_tanh_share_weights_and_maps(name):
+    """`SigmoidTanh` has no parameters: a flow's state_dict is the one its ``nn.Tanh`` twin
     has (checkpoints load either way), and both compute the same map."""
+    from flowtopo.flows._base import SigmoidTanh
+
     torch.manual_seed(0)
     flow = build_flow(CONFIGS[name], 4)
     for p in flow.parameters():  # away from the identity start (zero last layers)
         torch.nn.init.normal_(p, std=0.3)
-    twin = _torch_tanh_twin(flow)
-    assert any(isinstance(m, torch.nn.Tanh) for m in twin.modules())
+    twin = _sigmoid_tanh_twin(flow)
+    assert any(isinstance(m, SigmoidTanh) for m in twin.modules())
+    assert not any(isinstance(m, torch.nn.Tanh) for m in twin.modules())
     twin.load_state_dict(flow.state_dict(), strict=True)
     flow.load_state_dict(twin.state_dict(), strict=True)
     x = torch.randn(64, 4)

@@ -36,17 +36,18 @@ class _SigmoidTanh(torch.autograd.Function):
         return torch.ops.aten.tanh_backward(grad, y)
 
 
-class Tanh(nn.Module):
-    """``torch.tanh``, computed on the CPU as ``2 sigmoid(2x) - 1``.
+class SigmoidTanh(nn.Module):
+    """tanh computed on the CPU as ``2 sigmoid(2x) - 1``: the activation ``"sigmoid_tanh"``.
 
-    Written by hand for speed: torch's CPU tanh (Sleef's, in torch 2.13) takes ~6x its sigmoid
-    on a (4096, 64) float32 tensor, so in a coupling flow's step on one thread (as every sweep
-    trial on a CPU runs) tanh was a quarter of the time. This form is 3x faster forward, 1.8x
-    forward and backward; the coupling FlowAE's full training step on one thread 0.85x its time
-    (`python -m benchmarks.flows`). Values differ from torch.tanh by at most 2e-7 in float32
-    (3e-16 in float64); gradients are torch.tanh's formula. On other devices (CUDA: one kernel
-    is cheaper than four) it is torch.tanh itself. No parameters: checkpoints saved with
-    ``nn.Tanh`` load unchanged.
+    Written by hand, and opt-in (``activation: sigmoid_tanh`` in a flow's params) because its
+    speed depends on the CPU, measured with torch 2.13 (`python -m benchmarks.flows`, section
+    3): on an AMD EPYC (OpenBLAS Haswell kernel) torch's tanh took ~6x its sigmoid and this form
+    made the coupling FlowAE's full step on one thread 0.85x its time; on an Intel Xeon with
+    AVX-512 torch's sigmoid is the slow one (this form's forward 5.5x torch.tanh's on a
+    (4096, 64) float32 tensor) and the same step takes 1.23x. The default ``"tanh"`` is
+    ``nn.Tanh``. Values differ from torch.tanh by at most 2e-7 in float32 (3e-16 in float64);
+    gradients are torch.tanh's formula. On other devices (CUDA: one kernel is cheaper than
+    four) it is torch.tanh itself. No parameters: a flow's checkpoint loads with either.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,7 +58,8 @@ class Tanh(nn.Module):
 
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": Tanh,
+    "tanh": nn.Tanh,
+    "sigmoid_tanh": SigmoidTanh,
     "softplus": nn.Softplus,
     "gelu": nn.GELU,
     "silu": nn.SiLU,
