@@ -360,12 +360,13 @@ def test_sibling_modes_that_the_order_of_distances_confuses_are_told_apart_by_af
     Which sibling pairs the rank cues alone confuse sits near ties that the BLAS kernel's last
     bits decide (OpenBLAS picks its kernel by CPU; ``OPENBLAS_CORETYPE`` overrides it): seed 2,
     which this test once used alone, comes out right under the Haswell kernel and wrong under
-    Sandybridge's. Seeds 3 and 7 are right with the shape cue under the Haswell, Zen,
-    Sandybridge and SkylakeX kernels (residuals 1e-4, every other candidate's 0.05 or more)
-    and wrong without it under each; so the test asks for a wrong map without the cue on at
-    least one of them, and a flag on every wrong one. Under SkylakeX, seed 7's right
-    correspondence has a consensus 0.04 below a wrong one's: it won only once a decisively
-    lower residual (`SHAPE_DECISIVE`) counts beyond `SHAPE_MARGIN`.
+    Sandybridge's. With the shape cue seeds 3 and 7 are right under the Haswell, Zen,
+    Sandybridge and SkylakeX kernels (this test passes under each, ``OPENBLAS_CORETYPE``), and
+    without it at least one of them is wrong under each; so the test asks for a wrong map
+    without the cue on at least one of them, and a flag on every wrong one. Under SkylakeX,
+    seed 7's right correspondence (residual 2e-4, every other candidate's 0.05 or more) has a
+    consensus 0.04 below a wrong one's: it wins only because a decisively lower residual
+    (`SHAPE_DECISIVE`) counts beyond `SHAPE_MARGIN`.
     """
     import flowtopo.matching._affine_shape as shape_module
 

@@ -44,7 +44,7 @@ class SigmoidTanh(nn.Module):
     3): on an AMD EPYC (OpenBLAS Haswell kernel) torch's tanh took ~6x its sigmoid and this form
     made the coupling FlowAE's full step on one thread 0.85x its time; on an Intel Xeon with
     AVX-512 torch's sigmoid is the slow one (this form's forward 5.5x torch.tanh's on a
-    (4096, 64) float32 tensor) and the same step takes 1.23x. The default ``"tanh"`` is
+    (4096, 64) float32 tensor) and the same step takes 1.20-1.23x. The default ``"tanh"`` is
     ``nn.Tanh``. Values differ from torch.tanh by at most 2e-7 in float32 (3e-16 in float64);
     gradients are torch.tanh's formula. On other devices (CUDA: one kernel is cheaper than
     four) it is torch.tanh itself. No parameters: a flow's checkpoint loads with either.
