@@ -5,12 +5,15 @@ data, model and 30 epochs, a GMM prior with fixed parameters, lr 3e-3, batch 256
 the quickstart's trial size and at a 5x larger one (5x the rows), trained
 
 - ``bare``: in a plain Python loop calling the training function (`flowtopo.train.train` on the
-  dataset and model the trial would build), on the threads a trial is given (1 CPU: 1 thread);
+  dataset and model the trial would build), on the threads a trial is given (1 CPU: 1 thread),
+  half of the trials before the 1-concurrent sweep and half after it, so that a machine whose
+  speed drifts between them shows in the two halves (printed) rather than in the ratio;
 - ``sweep``: through ``flowtopo sweep run`` (a subprocess: Ray Tune + Optuna + MLflow on a
   sqlite store, checkpoints every 10 epochs), with 1 and with 2 concurrent trials.
 
 Reported per size: wall time per trial, the overhead ratio (sweep with 1 concurrent trial / the
-bare loop), where the difference goes (the command's start-up to the first trial's run, the
+bare loop; also without the first trial of each, which pays a new process's warm-up), where the
+difference goes (the command's start-up to the first trial's run, the
 time inside each trial's MLflow run beyond the bare training, the gaps between runs, the tail
 after the last), the cost of the per-epoch MLflow write and of one checkpoint measured on their
 own, and the throughput of 2 concurrent trials against 1, end to end and between the first
@@ -174,8 +177,12 @@ def checkpoint_cost(spec: dict[str, Any], work: Path) -> float:
 
 def overhead(size: int, trials: int, work: Path) -> None:
     spec1 = sweep_spec(size, trials, 1, f"x{size}-c1")
-    bare = bare_loop(spec1, trials, work / f"bare{size}")
+    # the bare loop's trials half before the 1-concurrent sweep, half after (the first one
+    # pays the process's warm-up, as the sweep's first trial does): a machine whose speed
+    # drifts over the minutes between them shows in the two halves instead of in the ratio
+    bare = bare_loop(spec1, trials - trials // 2, work / f"bare{size}")
     one = run_sweep(spec1, work / f"sweep{size}-c1")
+    bare += bare_loop(spec1, trials // 2, work / f"bare{size}-after")
     two = run_sweep(sweep_spec(size, trials, 2, f"x{size}-c2"), work / f"sweep{size}-c2")
     pair = bare_pair(size, trials)
     per_bare = statistics.mean(bare)
@@ -185,6 +192,9 @@ def overhead(size: int, trials: int, work: Path) -> None:
     print(f"\n## trial size x{size} ({sweep_spec(size, 1, 1, '')['dataset']['options']['n']} "
           f"rows, 30 epochs), {trials} trials; trial runs' torch threads: "
           f"{one['threads']} (1 concurrent), {two['threads']} (2 concurrent)\n")
+    half = trials - trials // 2
+    print(f"bare trials (s), in order: {', '.join(f'{b:.2f}' for b in bare[:half])} before the "
+          f"1-concurrent sweep, {', '.join(f'{b:.2f}' for b in bare[half:])} after it\n")
     print("| | seconds per trial | ratio to the bare loop |")
     print("|---|---|---|")
     print(f"| bare loop (1 thread) | {per_bare:.2f} | 1.00 |")
@@ -193,6 +203,12 @@ def overhead(size: int, trials: int, work: Path) -> None:
     print(f"| `sweep run`, 1 concurrent, first run's start to last run's end | "
           f"{(spans[-1][1] - spans[0][0]) / trials:.2f} | "
           f"{(spans[-1][1] - spans[0][0]) / trials / per_bare:.2f} |")
+    if trials > 1:  # without the first trial of each (the warm-up of a new process)
+        later = (spans[-1][1] - spans[1][0]) / (trials - 1)
+        bare_later = statistics.mean(bare[1:])
+        print(f"| `sweep run`, 1 concurrent, trials 2 to {trials} (against the bare loop's "
+              f"trials 2 to {trials}: {bare_later:.2f} s) | {later:.2f} | "
+              f"{later / bare_later:.2f} |")
     print(f"| `sweep run`, 2 concurrent, end to end | {two['wall'] / trials:.2f} | "
           f"{two['wall'] / trials / per_bare:.2f} |")
     print("\nwhere the 1-concurrent sweep's time goes (seconds, whole sweep):\n")

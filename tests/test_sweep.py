@@ -241,6 +241,13 @@ def test_a_real_sweep_records_every_trial_in_mlflow(tmp_path, ray_local, cli):
         assert set(config) <= {"prior", "lr", "batch_size", "seed"} | {
             k for k in config if k.startswith(config["prior"] + ".")}
         assert (d / "result.json").stat().st_size < 40_000  # 3 epochs, no spec in each line
+        # Tune's CSV and JSON logs, no TensorBoard event file (each cost every report 2.4 ms)
+        assert (d / "progress.csv").is_file() and not list(d.glob("events.out.tfevents*"))
+    seeds_folders = [d for d in (tmp_path / "ray" / f"{res.sweep_id}-seeds").iterdir()
+                     if d.is_dir()]
+    assert len(seeds_folders) == len(seeds)
+    assert all((d / "result.json").is_file() and not list(d.glob("events.out.tfevents*"))
+               for d in seeds_folders)
     for r in search:
         assert r.info.run_name.startswith(f"{r.data.tags['family']}-s0-")
         assert not {"out", "mlflow"} & set(r.data.params)
@@ -451,6 +458,32 @@ def test_a_sweep_stopped_in_its_seeds_phase_resumes_it(tmp_path, ray_local, cli,
 
 
 
+@pytest.mark.parametrize("before", [None, "0"])
+def test_tune_adds_no_logger_of_its_own_to_a_sweep_that_brought_its_own(monkeypatch, before):
+    """Only while a sweep begun with `tune_callbacks` fits; the environment is restored after.
+
+    A sweep begun before (no flag in its runtime) keeps Tune's loggers: it has none of its own.
+    """
+    import os
+
+    from flowtopo.sweep.runner import TUNE_LOGS, _own_loggers, tune_callbacks
+
+    key = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
+    if before is None:
+        monkeypatch.delenv(key, raising=False)
+    else:
+        monkeypatch.setenv(key, before)
+    with _own_loggers({TUNE_LOGS: "csv+json"}):
+        assert os.environ[key] == "1"
+    assert os.environ.get(key) == before
+    with _own_loggers({"phase": "search"}):
+        assert os.environ.get(key) == before
+    given = [object()]
+    loggers = tune_callbacks(given)
+    assert loggers[0] is given[0] and len(given) == 1
+    assert [type(c).__name__ for c in loggers[1:]] == ["CSVLoggerCallback", "JsonLoggerCallback"]
+
+
 def test_a_stop_between_two_trials_is_a_stop_not_the_end_of_the_search():
     """All returned trials complete, fewer than the budget: the search was cut off."""
     from types import SimpleNamespace as R
@@ -533,6 +566,12 @@ def test_a_sweep_stopped_between_two_trials_is_resumed_not_summed_up(tmp_path, r
     assert bar and "best val_adv_loss 0." in bar[-1] and "failed 0" in bar[-1], done.stdout
     ids = [r.data.tags["trial_id"] for r in finished_trials(uri, "gap")]
     assert len(ids) == len(set(ids)) == 4 and second <= set(ids)
+    # the restored search kept its own CSV and JSON logs (pickled with it), and Tune added
+    # no TensorBoard logger to it
+    folders = [d for d in (tmp_path / "ray" / res.sweep_id).iterdir() if d.is_dir()]
+    assert len(folders) == 4
+    assert all((d / "progress.csv").is_file() and (d / "result.json").stat().st_size > 0
+               and not list(d.glob("events.out.tfevents*")) for d in folders)
     assert client.get_run(res.parent_run_id).info.status == "FINISHED"
     # resuming the finished sweep again changes nothing, and says so
     again = cli("sweep", "resume", res.storage_path)
@@ -678,6 +717,7 @@ def test_a_sweep_keeps_an_s3_storage_uri_end_to_end(tmp_path, s3_server, cli):
     names = {k.rsplit("/", 1)[-1] for k in keys}
     assert {"flowtopo-sweep.json", "flowtopo-sweep.sig", "tuner.pkl"} <= names
     assert sum(k.endswith("/result.json") for k in keys) == 2  # each trial's results
+    assert not [k for k in keys if "events.out.tfevents" in k]  # no TensorBoard uploads
     context = json.loads(s3_server.get_object(
         Bucket="sweeps", Key=f"flowtopo/{summary['sweep_id']}/flowtopo-sweep.json")["Body"].read())
     assert context["storage"] == "s3://sweeps/flowtopo" and context["finished"]["trials"] == 2

@@ -6,7 +6,9 @@ configuration of every family with the remaining seeds, so matching has >= 2 mod
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import os
 import time
 import uuid
 import warnings
@@ -211,7 +213,7 @@ def _search(spec: SweepSpec, client: Any, pid: str, uri: str, exp_id: str, stora
     init_ray(address or spec.ray_address, uri)
     _check_resources(spec, address)
     runtime = {"tracking_uri": uri, "experiment_id": exp_id, "sweep_id": sweep_id,
-               "parent_run_id": pid, "phase": "search"}
+               "parent_run_id": pid, "phase": "search", TUNE_LOGS: "csv+json"}
     url = optuna_storage_url(spec, uri)
     exp_dir = open_storage(storage).child(sweep_id)
     exp_dir.mkdir()
@@ -243,12 +245,12 @@ def _search(spec: SweepSpec, client: Any, pid: str, uri: str, exp_id: str, stora
                                     # trial sees only as SystemExit in a worker of its own
                                     reuse_actors=scheduler is None),
         run_config=tune.RunConfig(
-            # a copy of the callbacks: Ray appends its loggers (holding this phase's trials)
-            name=sweep_id, storage_path=storage, verbose=0, callbacks=list(callbacks or []),
+            # a new list: Ray appends to it (holding this phase's trials)
+            name=sweep_id, storage_path=storage, verbose=0, callbacks=tune_callbacks(callbacks),
             failure_config=tune.FailureConfig(max_failures=spec.max_failures,
                                               fail_fast=spec.fail_fast),
             checkpoint_config=_checkpoint_config()))
-    out = _finish(_fit_and_sign(tuner, exp_dir), spec, runtime, storage, callbacks)
+    out = _finish(_fit_and_sign(tuner, exp_dir, runtime), spec, runtime, storage, callbacks)
     out.optuna_study, out.optuna_storage = sweep_id, shown_url(url)
     return out
 
@@ -263,7 +265,45 @@ def rdb_storage(url: str) -> Any:
     return optuna.storages.RDBStorage(url)
 
 
-def _fit_and_sign(tuner: Any, exp_dir: Storage) -> Any:
+TUNE_LOGS = "tune_logs"  # in a sweep's runtime: its phases were given `tune_callbacks`' loggers
+
+
+def tune_callbacks(callbacks: list[Any] | None) -> list[Any]:
+    """A new phase's Tune callbacks: the caller's, then Tune's CSV and JSON result logs.
+
+    Each trial folder keeps ``progress.csv`` and ``result.json`` (the results' metric
+    histories are read from them), but no TensorBoard event file: MLflow records the curves,
+    and Tune's TensorBoard logger cost the driver 2.4 ms of every result, which a trial waits
+    for (function trainables report synchronously; `python -m benchmarks.sweep`). A new list:
+    Tune appends to the one it is given.
+    """
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
+
+    return [*(callbacks or []), CSVLoggerCallback(), JsonLoggerCallback()]
+
+
+@contextlib.contextmanager
+def _own_loggers(runtime: dict[str, Any]) -> Any:
+    """While a sweep that was given `tune_callbacks` fits: Tune adds no logger of its own.
+
+    ``TUNE_DISABLE_AUTO_CALLBACK_LOGGERS`` is how Ray is told, read when ``fit`` builds its
+    callbacks (a restored phase's come from its pickled state), restored after. A sweep begun
+    before `TUNE_LOGS` existed holds no loggers of its own: Tune's stay on for it.
+    """
+    key, before = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", os.environ.get(
+        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+    if runtime.get(TUNE_LOGS):
+        os.environ[key] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
+def _fit_and_sign(tuner: Any, exp_dir: Storage, runtime: dict[str, Any]) -> Any:
     """``tuner.fit()``, then sign the folder Ray left, however the fit ended.
 
     A resume checks that signature (`flowtopo.sweep.integrity`) before Ray unpickles anything.
@@ -271,7 +311,7 @@ def _fit_and_sign(tuner: Any, exp_dir: Storage) -> Any:
     from flowtopo.sweep.integrity import sign_folder
 
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _own_loggers(runtime):
             # a trial retried from a mid-training checkpoint reports the epochs after it
             # again; Optuna keeps the first value of each step and warns for each repeat
             warnings.filterwarnings("ignore", message="The reported value is ignored because")
@@ -341,7 +381,8 @@ def resume_sweep(path: str | Path, *, address: str | None = None,
         else:  # the searcher, restored with Ray's state, goes on with the same Optuna study
             tuner = tune.Tuner.restore(p.uri, trainable=trainable_for(spec, runtime),
                                        resume_unfinished=True, resume_errored=False)
-            out = _finish(_fit_and_sign(tuner, p), spec, runtime, ctx["storage"], callbacks)
+            out = _finish(_fit_and_sign(tuner, p, runtime), spec, runtime, ctx["storage"],
+                          callbacks)
     out.optuna_study, out.optuna_storage = runtime["sweep_id"], ctx.get("optuna_storage", "")
     return out
 
@@ -486,10 +527,10 @@ def _seeds_phase(spec: SweepSpec, runtime: dict[str, Any], storage: str,
                                         reuse_actors=True),
             run_config=tune.RunConfig(
                 name=f"{sweep_id}-seeds", storage_path=storage, verbose=0,
-                callbacks=list(callbacks or []),  # a copy: Ray appends its loggers to it
+                callbacks=tune_callbacks(callbacks),
                 failure_config=tune.FailureConfig(max_failures=spec.max_failures),
                 checkpoint_config=_checkpoint_config()))
-    return _fit_and_sign(replica, seeds_dir)
+    return _fit_and_sign(replica, seeds_dir, runtime)
 
 
 def _close_parent(client: Any, spec: SweepSpec, pid: str, exp_dir: Storage,
