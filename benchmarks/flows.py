@@ -16,7 +16,11 @@
    Every model above (the MLP auto-encoders and the FFJORD field too) uses torch.tanh, so the
    ratios above compare architectures, not activation kernels.
 
-Run: ``python -m benchmarks.flows [--batches 256 1024] [--dim 8] [--repeats 15] [--device cuda]``.
+``--activation relu`` or ``identity`` runs section 1 alone with that activation in every model
+(a reading: how much of the ratios is the tanh kernel's).
+
+Run: ``python -m benchmarks.flows [--batches 256 1024] [--dim 8] [--repeats 15] [--device cuda]
+[--activation tanh]``.
 """
 
 from __future__ import annotations
@@ -86,17 +90,24 @@ def linear_macs(m: nn.Module) -> int:
 
 
 def coupling_rows(d: int, k: int, batches: list[int], repeats: int,
-                  device: torch.device = CPU) -> None:
+                  device: torch.device = CPU, activation: str = "tanh") -> None:
     flowae = FlowAE.from_config({"dim": d, "k": k, "noise_std": 0.5, "prior": {"name": "gmm"},
                                  "flow": {"name": "coupling", "params": {"layers": 4,
                                                                         "hidden": 64}}})
     target = n_params(flowae)
     h_same = next(h for h in range(8, 4096) if n_params(MLPAutoEncoder(d, k, h)) >= target)
     h_flops = next(h for h in range(8, 4096) if n_params(MLPAutoEncoder(d, k, h)) >= 2 * target)
-    aes = {"same": MLPAutoEncoder(d, k, h_same).to(device),
-           "flops": MLPAutoEncoder(d, k, h_flops).to(device)}
+    aes: dict[str, nn.Module] = {"same": MLPAutoEncoder(d, k, h_same),
+                                 "flops": MLPAutoEncoder(d, k, h_flops)}
+    if activation != "tanh":
+        make = SECTION1_ACTIVATIONS[activation]
+        flowae = swap_tanh(flowae, make)  # type: ignore[assignment]
+        aes = {name: swap_tanh(ae, make) for name, ae in aes.items()}
+    aes = {name: ae.to(device) for name, ae in aes.items()}
     flowae.to(device)
-    print(f"\n## coupling FlowAE (4 blocks, hidden 64) vs MLP auto-encoders (D={d}, k={k})")
+    print(f"\n## coupling FlowAE (4 blocks, hidden 64) vs MLP auto-encoders (D={d}, k={k})"
+          + ("" if activation == "tanh" else f"; activation {activation} in every model "
+             "instead of tanh"))
     print("FlowAE steps: `full` = encode, exact likelihood, decode from z with sampled noise, "
           "reconstruction (train.py's step without the discriminator); `MLE` = encode and exact "
           "likelihood only (regularizer mle with recon_weight 0, which runs no decoder). "
@@ -157,16 +168,27 @@ def coupling_rows(d: int, k: int, batches: list[int], repeats: int,
           f"{ops['flops']}")
 
 
-def with_sigmoid_tanh(model: nn.Module) -> nn.Module:
-    """A copy of ``model`` (same weights) whose ``nn.Tanh`` modules are `SigmoidTanh`."""
+def swap_tanh(model: nn.Module, make: Callable[[], nn.Module]) -> nn.Module:
+    """A copy of ``model`` (same weights) whose ``nn.Tanh`` modules are ``make()``."""
     import copy
 
     twin = copy.deepcopy(model)
     for mod in list(twin.modules()):
         for name, child in list(mod.named_children()):
             if isinstance(child, nn.Tanh):
-                setattr(mod, name, SigmoidTanh())
+                setattr(mod, name, make())
     return twin
+
+
+def with_sigmoid_tanh(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` (same weights) whose ``nn.Tanh`` modules are `SigmoidTanh`."""
+    return swap_tanh(model, SigmoidTanh)
+
+
+# ``--activation``: section 1 with another activation in every model, to read how much of the
+# ratios the activation's kernel makes (identity: none at all; the models stay well defined)
+SECTION1_ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU,
+                                                    "identity": nn.Identity}
 
 
 def tanh_rows(d: int, k: int, batch: int, repeats: int) -> None:
@@ -310,13 +332,17 @@ def main() -> None:
     ap.add_argument("--tol", type=float, default=1e-5)
     ap.add_argument("--split-step", type=float, default=0.25)
     ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N")
+    ap.add_argument("--activation", choices=sorted(SECTION1_ACTIVATIONS), default="tanh",
+                    help="section 1 only, with this activation in every model; then only it")
     args = ap.parse_args()
     header("flows: training step time, measured side by side")
     torch.manual_seed(0)
     device = torch.device(args.device)
     if device.type == "cuda":
         print(f"device: {torch.cuda.get_device_name(device)}")
-    coupling_rows(args.dim, 2, args.batches, args.repeats, device)
+    coupling_rows(args.dim, 2, args.batches, args.repeats, device, args.activation)
+    if args.activation != "tanh":  # a reading of section 1; the rest uses tanh
+        return
     ode_rows(args.dim, 2, args.batches, max(3, args.repeats // 3), args.tol, args.split_step,
              device)
     if device.type == "cpu":

@@ -194,7 +194,8 @@ def overhead(size: int, trials: int, work: Path) -> None:
           f"{one['threads']} (1 concurrent), {two['threads']} (2 concurrent)\n")
     half = trials - trials // 2
     print(f"bare trials (s), in order: {', '.join(f'{b:.2f}' for b in bare[:half])} before the "
-          f"1-concurrent sweep, {', '.join(f'{b:.2f}' for b in bare[half:])} after it\n")
+          f"1-concurrent sweep, {', '.join(f'{b:.2f}' for b in bare[half:])} after it; the "
+          f"sweep's trial runs (s), in order: {', '.join(f'{e - s:.2f}' for s, e in spans)}\n")
     print("| | seconds per trial | ratio to the bare loop |")
     print("|---|---|---|")
     print(f"| bare loop (1 thread) | {per_bare:.2f} | 1.00 |")
