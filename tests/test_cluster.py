@@ -176,6 +176,25 @@ def test_the_dashboard_and_the_tracking_server_listen_on_loopback_only(cluster):
         assert listening[port] == {"0100007F"}, (port, listening[port])  # 127.0.0.1 only
 
 
+def test_every_port_start_chose_is_one_the_kernel_never_hands_out(cluster):
+    """Below the ephemeral range, distinct: a port the kernel gave out (bind to port 0) and
+    start.sh let go was once taken by another Ray starting beside the cluster, and the worker
+    node timed out starting (its dashboard agent: 'Address already in use')."""
+    import re
+
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    env = read_env(cluster["state"] / "env")
+    chosen = {int(env[k].rsplit(":", 1)[1]) for k in ("FLOWTOPO_RAY_GCS", "FLOWTOPO_RAY_ADDRESS",
+                                                      "MLFLOW_TRACKING_URI")}
+    for name in ("ray-head", "ray-worker"):  # each node's own ports, from its `ray start`
+        cmdline = (Path("/proc") / pids(cluster["state"])[name] / "cmdline").read_bytes()
+        node = [int(p) for p in re.findall(rb"--[a-z-]+-port=(\d+)", cmdline)]
+        assert len(node) == len(set(node)) >= 6, cmdline
+        chosen |= set(node)
+    # the GCS, the dashboard, MLflow, the Ray client server and each node's 6
+    assert len(chosen) == 16 and all(1024 <= p < low for p in chosen), (low, sorted(chosen))
+
+
 def test_mlflow_refuses_anonymous_writes(cluster):
     with pytest.raises(urllib.error.HTTPError) as err:
         http(cluster, "/api/2.0/mlflow/experiments/create", {"name": "anon"}, auth=False)

@@ -44,16 +44,45 @@ if [ -s "$state/pids" ]; then
 fi
 chmod 700 "$state"
 mkdir -p "$state/logs" "$state/artifacts"
-free_port() { "$py" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-node_ports() {  # every port a Ray node opens, so two nodes share one machine without clashes
+# Every port a service here listens on, chosen now: 16 distinct ports free on every interface,
+# BELOW the kernel's ephemeral range. A port the kernel handed out (bind to port 0) and we let
+# go could be handed to the next process asking for any port (another Ray starting beside this
+# one took a node's port that way, and the node timed out starting); the kernel never hands
+# out ports below that range by itself.
+ports=($("$py" - <<'PY'
+import random, socket
+try:
+    with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+        low = int(f.read().split()[0])
+except (OSError, ValueError, IndexError):  # not Linux: below 32768 is outside every default
+    low = 32768
+first, last = (max(1024, low - 12000), low - 1) if low > 2048 else (1024, 65535)
+chosen: set[int] = set()
+while len(chosen) < 16:
+    port = random.randint(first, last)
+    if port in chosen:
+        continue
+    with socket.socket() as s:
+        try:
+            s.bind(("", port))
+        except OSError:
+            continue
+    chosen.add(port)
+print(*chosen)
+PY
+))
+[ "${#ports[@]}" = 16 ] || { echo "start.sh: could not find 16 free ports" >&2; exit 1; }
+node_ports() {  # every port a Ray node opens (ports[$1] on), so two nodes share one machine
+  local i="$1" name
   for name in dashboard-agent-listen-port dashboard-agent-grpc-port node-manager-port \
               object-manager-port metrics-export-port runtime-env-agent-port; do
-    printf -- "--%s=%s " "$name" "$(free_port)"
+    printf -- "--%s=%s " "$name" "${ports[$i]}"
+    i=$((i + 1))
   done
 }
-ray_port="${RAY_PORT:-$(free_port)}"
-dash_port="${DASHBOARD_PORT:-$(free_port)}"
-mlflow_port="${MLFLOW_PORT:-$(free_port)}"
+ray_port="${RAY_PORT:-${ports[0]}}"
+dash_port="${DASHBOARD_PORT:-${ports[1]}}"
+mlflow_port="${MLFLOW_PORT:-${ports[2]}}"
 # Ray's socket paths are length-limited: keep its temp dir short and unique to this state dir.
 temp="/tmp/ftc-$(printf '%s' "$state" | cksum | cut -d' ' -f1)"
 : > "$state/pids"
@@ -74,7 +103,7 @@ if [ "$no_auth" = 0 ]; then no_secrets+=("FLOWTOPO_MLFLOW_CREDENTIALS=$job_crede
 # shellcheck disable=SC2046
 setsid nohup "${no_secrets[@]}" ray start --head --block --port="$ray_port" --node-ip-address="$host" \
   --dashboard-host="$host" --dashboard-port="$dash_port" --temp-dir="$temp" \
-  --ray-client-server-port="$(free_port)" $(node_ports) \
+  --ray-client-server-port="${ports[3]}" $(node_ports 4) \
   --num-cpus="${HEAD_CPUS:-1}" --disable-usage-stats >"$state/logs/ray-head.log" 2>&1 </dev/null &
 echo "ray-head $!" >> "$state/pids"
 
@@ -95,7 +124,7 @@ PY
 # The worker node gets its own temp dir: two nodes sharing one would also share (and garbage-
 # collect) each other's runtime-env working dirs, pulling a job driver's cwd from under it.
 setsid nohup "${no_secrets[@]}" ray start --block --address="$host:$ray_port" --node-ip-address="$host" \
-  --temp-dir="${temp}w" $(node_ports) \
+  --temp-dir="${temp}w" $(node_ports 10) \
   --num-cpus="${WORKER_CPUS:-1}" --disable-usage-stats >"$state/logs/ray-worker.log" 2>&1 </dev/null &
 echo "ray-worker $!" >> "$state/pids"
 
@@ -132,7 +161,8 @@ export RAY_AUTH_TOKEN_PATH=$state/auth_token
 ENV
 
 mlflow_pid=$(awk '$1 == "mlflow" {print $2}' "$state/pids")
-"$py" - "$host" "$mlflow_port" "$host:$ray_port" "$mlflow_pid" <<'PY' || { echo "start.sh: services did not come up: $(grep -E 'Error|Exception' "$state/logs/mlflow.log" | tail -n 1) (logs in $state/logs)" >&2; "$here/stop.sh" >/dev/null; exit 1; }
+# exit 1: MLflow did not answer (its log's last error says why); 3: the Ray nodes did not join
+"$py" - "$host" "$mlflow_port" "$host:$ray_port" "$mlflow_pid" <<'PY' || { rc=$?; if [ "$rc" = 3 ]; then echo "start.sh: the Ray worker node did not join the head: $(grep -E 'Error|Exception' "$state/logs/ray-worker.log" | tail -n 1) (logs in $state/logs)"; else echo "start.sh: services did not come up: $(grep -E 'Error|Exception' "$state/logs/mlflow.log" | tail -n 1) (logs in $state/logs)"; fi >&2; "$here/stop.sh" >/dev/null; exit 1; }
 import os, subprocess, sys, time, urllib.error, urllib.request
 host, port, gcs, pid = sys.argv[1:]
 deadline = time.time() + 180
@@ -158,7 +188,7 @@ while time.time() < deadline:  # both Ray nodes alive
     if out.returncode == 0 and active.count("node_") >= 2:
         sys.exit(0)
     time.sleep(1)
-sys.exit(1)
+sys.exit(3)
 PY
 
 job_user="${FLOWTOPO_MLFLOW_JOB_USER:-flowtopo-jobs}"
