@@ -49,18 +49,20 @@ mkdir -p "$state/logs" "$state/artifacts"
 # go could be handed to the next process asking for any port (another Ray starting beside this
 # one took a node's port that way, and the node timed out starting); the kernel never hands
 # out ports below that range by itself.
-ports=($("$py" - <<'PY'
-import random, socket
+# (Ports the environment fixes are not chosen again.)
+ports=($("$py" - ${RAY_PORT:-} ${DASHBOARD_PORT:-} ${MLFLOW_PORT:-} <<'PY'
+import random, socket, sys
 try:
     with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
         low = int(f.read().split()[0])
 except (OSError, ValueError, IndexError):  # not Linux: below 32768 is outside every default
     low = 32768
 first, last = (max(1024, low - 12000), low - 1) if low > 2048 else (1024, 65535)
+fixed = {int(p) for p in sys.argv[1:]}
 chosen: set[int] = set()
 while len(chosen) < 16:
     port = random.randint(first, last)
-    if port in chosen:
+    if port in chosen or port in fixed:
         continue
     with socket.socket() as s:
         try:

@@ -290,8 +290,8 @@ def _own_loggers(runtime: dict[str, Any]) -> Any:
     callbacks (a restored phase's come from its pickled state), restored after. A sweep begun
     before `TUNE_LOGS` existed holds no loggers of its own: Tune's stay on for it.
     """
-    key, before = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", os.environ.get(
-        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
+    key = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"
+    before = os.environ.get(key)
     if runtime.get(TUNE_LOGS):
         os.environ[key] = "1"
     try:
