@@ -34,7 +34,7 @@ from torch import nn
 from torchdiffeq import odeint
 
 from benchmarks._util import count_ops, header, time_interleaved
-from flowtopo.flows._base import SigmoidTanh
+from flowtopo.flows._base import SigmoidTanh, swap_tanh
 from flowtopo.model import FlowAE
 
 CPU = torch.device("cpu")
@@ -166,18 +166,6 @@ def coupling_rows(d: int, k: int, batches: list[int], repeats: int,
     print(f"ATen operators dispatched per step (forward, backward, Adam): FlowAE full "
           f"{ops['full']}, MLE {ops['mle']}; MLP same params {ops['same']}, same FLOPs "
           f"{ops['flops']}")
-
-
-def swap_tanh(model: nn.Module, make: Callable[[], nn.Module]) -> nn.Module:
-    """A copy of ``model`` (same weights) whose ``nn.Tanh`` modules are ``make()``."""
-    import copy
-
-    twin = copy.deepcopy(model)
-    for mod in list(twin.modules()):
-        for name, child in list(mod.named_children()):
-            if isinstance(child, nn.Tanh):
-                setattr(mod, name, make())
-    return twin
 
 
 def with_sigmoid_tanh(model: nn.Module) -> nn.Module:

@@ -275,14 +275,9 @@ def test_a_corrupt_checkpoint_is_one_clear_error(model, tmp_path, corrupt, messa
 
 def _sigmoid_tanh_twin(module):
     """A copy of ``module`` (same weights) with `SigmoidTanh` where it has ``nn.Tanh``."""
-    from flowtopo.flows._base import SigmoidTanh
+    from flowtopo.flows._base import SigmoidTanh, swap_tanh
 
-    twin = copy.deepcopy(module)
-    for mod in list(twin.modules()):
-        for name, child in list(mod.named_children()):
-            if isinstance(child, torch.nn.Tanh):
-                setattr(mod, name, SigmoidTanh())
-    return twin
+    return swap_tanh(module, SigmoidTanh)
 
 
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 2.5e-7), (torch.float64, 1e-15)])

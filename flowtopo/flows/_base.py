@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 import torch
@@ -65,6 +66,23 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
     "silu": nn.SiLU,
     "relu": nn.ReLU,
 }
+
+
+def swap_tanh(module: nn.Module, make: Callable[[], nn.Module]) -> nn.Module:
+    """A copy of ``module`` (same weights) whose ``nn.Tanh`` modules are each ``make()``.
+
+    Activations hold no parameters, so the copy loads the original's state dict: with
+    `SigmoidTanh` it is a trained model moved to the other tanh kernel (the same map to 2e-7),
+    with another activation a same-shaped model (``python -m benchmarks.flows --activation``).
+    """
+    import copy
+
+    twin = copy.deepcopy(module)
+    for mod in list(twin.modules()):
+        for name, child in list(mod.named_children()):
+            if isinstance(child, nn.Tanh):
+                setattr(mod, name, make())
+    return twin
 
 
 def activation(name: str) -> nn.Module:
