@@ -17,7 +17,12 @@ difference goes (the command's start-up to the first trial's run, the
 time inside each trial's MLflow run beyond the bare training, the gaps between runs, the tail
 after the last), the cost of the per-epoch MLflow write and of one checkpoint measured on their
 own, and the throughput of 2 concurrent trials against 1, end to end and between the first
-run's start and the last run's end.
+run's start and the last run's end. The overhead is also read from the sweep's own trials,
+which record their training's seconds (``trial_train_s``: the bare loop's work, timed inside
+the trial) and their wait on the engines (``trial_report_s``): that ratio compares two
+measures taken in the same minutes, so a machine whose speed drifts between the bare loop and
+the sweep cannot move it; what it leaves out (the engines' processes slowing the training
+itself) shows as the sweep's training against the bare loop's.
 
 Part 2, the queries. ``flowtopo priors best`` and ``flowtopo report`` (subprocesses, as a user
 runs them) on an experiment holding 100, then 1,000 finished trial runs (one store, grown: its
@@ -125,8 +130,12 @@ def run_sweep(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     exp = client.get_experiment_by_name(spec["mlflow"]["experiment"])
     runs = client.search_runs([exp.experiment_id],
                               filter_string="tags.`flowtopo.kind` = 'trial'")
-    spans = sorted((r.info.start_time / 1e3, r.info.end_time / 1e3) for r in runs)
+    runs = sorted(runs, key=lambda r: r.info.start_time)
+    spans = [(r.info.start_time / 1e3, r.info.end_time / 1e3) for r in runs]
     return {"wall": t1 - t0, "start": t0, "end": t1, "spans": spans,
+            # each run's own measure of its work and of its wait on the engines
+            "train_s": [r.data.metrics["trial_train_s"] for r in runs],
+            "report_s": [r.data.metrics["trial_report_s"] for r in runs],
             "threads": sorted({r.data.tags.get("torch_threads") for r in runs}),
             "failed": summary.get("failed")}
 
@@ -196,7 +205,8 @@ def overhead(size: int, trials: int, work: Path) -> None:
     half = trials - trials // 2
     print(f"bare trials (s), in order: {', '.join(f'{b:.2f}' for b in bare[:half])} before the "
           f"1-concurrent sweep, {', '.join(f'{b:.2f}' for b in bare[half:])} after it; the "
-          f"sweep's trial runs (s), in order: {', '.join(f'{e - s:.2f}' for s, e in spans)}\n")
+          f"sweep's trial runs (s), in order: {', '.join(f'{e - s:.2f}' for s, e in spans)}, "
+          f"their training: {', '.join(f'{t:.2f}' for t in one['train_s'])}\n")
     print("| | seconds per trial | ratio to the bare loop |")
     print("|---|---|---|")
     print(f"| bare loop (1 thread) | {per_bare:.2f} | 1.00 |")
@@ -220,6 +230,20 @@ def overhead(size: int, trials: int, work: Path) -> None:
     print(f"| {spans[0][0] - one['start']:.1f} | {trials * (inside - per_bare):.1f} | "
           f"{gaps:.1f} | {one['end'] - spans[-1][1]:.1f} | {one['wall'] - trials * per_bare:.1f} "
           "|")
+    steady = spans[-1][1] - spans[0][0]
+    own, waits = sum(one["train_s"]), sum(one["report_s"])
+    print("\nthe same, as each trial of the 1-concurrent sweep measured itself (its training, "
+          "the bare loop's work, timed inside the trial: no drift between the two sides):\n")
+    print("| per trial (s) | training | waiting on Tune and MLflow per epoch | the rest of "
+          "the run (opening it, recording the result) | between runs | overhead: first "
+          "start to last end / training |")
+    print("|---|---|---|---|---|---|")
+    print(f"| mean | {own / trials:.2f} | {waits / trials:.2f} | "
+          f"{(sum(e - s for s, e in spans) - own - waits) / trials:.2f} | {gaps / trials:.2f} | "
+          f"**{steady / own:.3f}x** |")
+    print(f"\ntraining inside the sweep's trials / the bare loop's: {own / trials / per_bare:.2f}x "
+          "(the machine's drift between the two, and any slowing of the training by the "
+          "engines' processes beside it)")
     steady1 = trials / (spans[-1][1] - spans[0][0])
     s2 = two["spans"]
     steady2 = trials / (max(e for _, e in s2) - s2[0][0])

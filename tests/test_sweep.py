@@ -231,6 +231,11 @@ def test_a_real_sweep_records_every_trial_in_mlflow(tmp_path, ray_local, cli):
         local = client.download_artifacts(r.info.run_id, "checkpoint", str(tmp_path / "dl"))
         assert load_checkpoint(local).model.k == 2
         assert r.data.params["optuna.prior"] == r.data.tags["family"]
+        # where the trial's time went: its own work, and what it waited on the engines for,
+        # both inside its run's span (the rest: opening the run, recording the result)
+        train_s, report_s = r.data.metrics["trial_train_s"], r.data.metrics["trial_report_s"]
+        assert train_s > 0 and report_s > 0
+        assert train_s + report_s < (r.info.end_time - r.info.start_time) / 1e3
     assert res.trials == 4 + len(seeds) and res.failed == 0
     # trial folders and runs are named by family and seed; configs hold only what was searched
     folders = [d for d in (tmp_path / "ray" / res.sweep_id).iterdir() if d.is_dir()]
@@ -953,3 +958,36 @@ def test_a_trial_run_cut_off_by_a_stop_is_closed_with_its_summaries(tmp_path):
     assert run.data.metrics["best_adv_loss"] == pytest.approx(0.7)
     assert run.data.metrics["best_nll"] == pytest.approx(2.5)
     assert client.get_run(other.info.run_id).info.status == "RUNNING"  # another sweep's
+
+
+def test_a_trials_reporter_counts_the_seconds_the_training_waited_on_it(monkeypatch):
+    """`trial_report_s` is the time spent in the per-epoch callback, however it ended; the
+    training's own seconds are what is left (benchmarks/sweep.py reads both)."""
+    import time
+
+    from ray import tune
+
+    from flowtopo.sweep.trainable import _Reporter
+
+    class Client:  # a store whose every write takes 20 ms
+        def log_batch(self, run_id, metrics=(), params=(), tags=()):
+            time.sleep(0.02)
+
+    def report(metrics, checkpoint=None):
+        time.sleep(0.03)
+        if metrics["epoch"] == 3:
+            raise SystemExit  # a scheduler stopping the trial inside its report
+
+    monkeypatch.setattr(tune, "report", report)
+    rep = _Reporter(Client(), "r", 0, [])
+    rep.curves.flush_s = 0.0  # every epoch's curves written at once
+    stopped = []
+    for epoch in (1, 2, 3):
+        before, start = rep.seconds, time.perf_counter()
+        try:
+            rep.on_epoch(epoch, {"val_adv_loss": 0.5 / epoch})
+        except SystemExit:
+            stopped.append(epoch)
+        # counted: at least what the write and the report slept, at most what the call took
+        assert 0.05 <= rep.seconds - before <= time.perf_counter() - start
+    assert stopped == [3] and len(rep.history) == 3

@@ -8,12 +8,18 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from typing import Any
 
 RESERVED = ("seed",)  # in a trial's config beside what Optuna suggested
 USER_ERROR = "user_error"  # the key of the one result a trial reports when its input was bad
 STATE_FILE = "train_state.pt"  # a mid-training checkpoint: `flowtopo.train.TrainState`
 RUN_FILE = "mlflow_run.json"  # beside it: the MLflow run the retried trial goes on logging to
+TRAIN_S = "trial_train_s"
+"""Metric: seconds of the trial's own work, as a bare loop does it (data, model, epochs)."""
+REPORT_S = "trial_report_s"
+"""Metric: seconds the training waited on the engines (per-epoch reports to Tune, curves to
+MLflow, mid-training checkpoints)."""
 
 
 def train_trial(config: dict[str, Any], sweep: dict[str, Any], runtime: dict[str, Any]) -> None:
@@ -54,14 +60,19 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any], runtime: dict[str
             # the configuration in one request, without the trial folder (out) and mlflow
             log_params(client, run_id, {**ts.model_dump(mode="json", exclude={"out", "mlflow"}),
                                         "optuna": params})
+        start = time.perf_counter()
         ds = load_dataset(ts.dataset.name, **ts.dataset.options)
         try:
             result = train(build_model(ts.model, ds.dim, seed), ds.x_train, ds.x_test, ts.train,
                            on_epoch=reporter.on_epoch, state_every=spec.checkpoint_every,
                            on_state=reporter.pending.append, resume=resume)
         finally:  # the epochs done are recorded, whatever ended the training
+            trained = time.perf_counter()
             reporter.curves.flush()
-        ckpt = _record_result(client, run_id, result, ds, ts, runtime["sweep_id"], trial_dir)
+            reporter.seconds += time.perf_counter() - trained
+        timing = {TRAIN_S: trained - start - reporter.seconds, REPORT_S: reporter.seconds}
+        ckpt = _record_result(client, run_id, result, ds, ts, runtime["sweep_id"], trial_dir,
+                              timing)
     except SystemExit:  # Ray stops a trial (scheduler, e.g. ASHA) by raising SystemExit in it
         _stopped_early(client, run_id, reporter.history)
         raise
@@ -96,8 +107,17 @@ class _Reporter:
         self.run_id, self.logged, self.history = run_id, logged, history
         self.curves = MetricBuffer(client, run_id)  # written at most once a second
         self.pending: list[Any] = []  # the `TrainState` of this epoch, reported with it
+        self.seconds = 0.0  # spent in `on_epoch` (the training waits on it)
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Record the epoch; the seconds it takes are added to ``seconds``."""
+        start = time.perf_counter()
+        try:
+            self._on_epoch(epoch, metrics)
+        finally:
+            self.seconds += time.perf_counter() - start
+
+    def _on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         from ray import tune
 
         self.history.append(metrics)
@@ -115,8 +135,11 @@ class _Reporter:
 
 
 def _record_result(client: Any, run_id: str, result: Any, ds: Any, ts: Any, sweep_id: str,
-                   trial_dir: str) -> Any:
+                   trial_dir: str, timing: dict[str, float]) -> Any:
     """Record the trained model (checkpoint, summary metrics, latent picture); end the run.
+
+    ``timing`` (`TRAIN_S`, `REPORT_S`) goes with the summary metrics: with the run's start
+    and end it says where the trial's time went (this attempt's, for a resumed trial).
 
     Returns:
         The checkpoint folder.
@@ -130,7 +153,7 @@ def _record_result(client: Any, run_id: str, result: Any, ds: Any, ts: Any, swee
         "dataset": ts.dataset.model_dump(mode="json"),
         "train": ts.train.model_dump(mode="json"), "best_epoch": result.best_epoch,
         "test": result.test, "sweep_id": sweep_id, "run_id": run_id})
-    log_metrics(client, run_id, {**summary_metrics(result), **result.test})
+    log_metrics(client, run_id, {**summary_metrics(result), **result.test, **timing})
     client.log_artifacts(run_id, str(ckpt), "checkpoint")
     picture = os.path.join(trial_dir, "latent.png")
     _latent_picture(result.model, ds, picture)
