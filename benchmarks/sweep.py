@@ -128,9 +128,11 @@ def run_sweep(spec: dict[str, Any], work: Path) -> dict[str, Any]:
     summary = json.loads(res.stdout)
     client = mlflow.MlflowClient(uri)
     exp = client.get_experiment_by_name(spec["mlflow"]["experiment"])
-    runs = client.search_runs([exp.experiment_id],
-                              filter_string="tags.`flowtopo.kind` = 'trial'")
-    runs = sorted(runs, key=lambda r: r.info.start_time)
+    if exp is None:
+        raise SystemExit(f"the sweep left no experiment {spec['mlflow']['experiment']!r}")
+    runs = sorted(client.search_runs([exp.experiment_id],
+                                     filter_string="tags.`flowtopo.kind` = 'trial'"),
+                  key=lambda r: r.info.start_time)
     spans = [(r.info.start_time / 1e3, r.info.end_time / 1e3) for r in runs]
     return {"wall": t1 - t0, "start": t0, "end": t1, "spans": spans,
             # each run's own measure of its work and of its wait on the engines
@@ -315,6 +317,7 @@ def queries(sizes: list[int], work: Path, repeat: int = 3) -> None:
     ts = resolve(trial.params, s, 0, str(work / "ck"))
     ds = load_dataset(ts.dataset.name, **ts.dataset.options)
     result = train(build_model(ts.model, ds.dim, 0), ds.x_train, ds.x_test, ts.train)
+    assert ds.standardizer is not None  # the generated datasets are standardized
     ckpt = save_checkpoint(work / "ckpt", result.model, ds.standardizer, {
         "dataset": ts.dataset.model_dump(mode="json"), "train": ts.train.model_dump(mode="json"),
         "best_epoch": result.best_epoch, "test": result.test})
