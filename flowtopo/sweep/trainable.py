@@ -68,9 +68,10 @@ def train_trial(config: dict[str, Any], sweep: dict[str, Any], runtime: dict[str
                            on_state=reporter.pending.append, resume=resume)
         finally:  # the epochs done are recorded, whatever ended the training
             trained = time.perf_counter()
+            own = trained - start - reporter.seconds  # the epochs' waits taken out
             reporter.curves.flush()
-            reporter.seconds += time.perf_counter() - trained
-        timing = {TRAIN_S: trained - start - reporter.seconds, REPORT_S: reporter.seconds}
+            reporter.seconds += time.perf_counter() - trained  # the last curves' write
+        timing = {TRAIN_S: own, REPORT_S: reporter.seconds}
         ckpt = _record_result(client, run_id, result, ds, ts, runtime["sweep_id"], trial_dir,
                               timing)
     except SystemExit:  # Ray stops a trial (scheduler, e.g. ASHA) by raising SystemExit in it
