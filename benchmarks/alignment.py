@@ -10,11 +10,10 @@
 3. Scaling of tree matching with n; where Gromov-Wasserstein (full, not subsampled) runs out.
 
 Run: ``python -m benchmarks.alignment [--seeds 10] [--quick] [--jobs 2]``. ``--jobs N``
-(`make bench` runs 2) runs the synthetic seeds N at a time and trains the digits FlowAEs N at
-a time, one process and one torch thread each: the synthetic tables' seconds and the training
-seconds are then one thread's, with the other processes beside it. The digits alignments and
-the scaling part (its seconds are a target: 100k points < 30 s) still run alone in this
-process.
+(`make bench` runs 2) runs the synthetic seeds N at a time, trains the digits FlowAEs N at a
+time and aligns the digits pairs N at a time, one process and one torch thread each: those
+tables' seconds are then one thread's, with the other processes beside it. The scaling part
+(its seconds are a target: 100k points < 30 s) still runs alone in this process.
 """
 
 from __future__ import annotations
@@ -139,86 +138,98 @@ def _train_one(flow: str, seed: int, epochs: int) -> tuple[dict[str, Any], float
     return res.model.state_dict(), res.test["test_nll"], time.perf_counter() - t
 
 
-def _train_all(wanted: list[tuple[str, int]], epochs: int, jobs: int
-               ) -> list[tuple[dict[str, Any], float, float]]:
-    """`_train_one` of each (flow, seed), in order; ``jobs`` > 1: in that many processes."""
+def _digits_align(s: int, flow: str, source_state: dict[str, Any],
+                  other_state: dict[str, Any]) -> tuple[dict[str, dict[str, float]],
+                                                         float | None, float | None]:
+    """Every method on one digits pair: the coupling FlowAE of seed 2s -> ``flow``'s other.
+
+    Returns:
+        (method -> scores, the source tree's leaf purity (tree method), the oracle's fit KL).
+
+    """
+    from flowtopo.data import load_dataset
+    from flowtopo.model_alignment import align_models
+
+    ds = load_dataset("digits")
+    assert ds.y_train is not None and ds.y_test is not None  # digits has labels
+    source = _digits_model("coupling", 2 * s, ds.dim)
+    source.load_state_dict(source_state)
+    other = _digits_model(flow, 2 * s + 1 if flow == "coupling" else s, ds.dim)
+    other.load_state_dict(other_state)
+    source, other = source.eval(), other.eval()
+    half = len(ds.x_train) // 2
+    za, zb = source.latents(ds.x_test), other.latents(ds.x_test)
+    # each model's half, with its exact density (for the fit check of every method)
+    sa = LatentSpace(source.latents(ds.x_train[:half]), prior=source.prior)
+    sb = LatentSpace(other.latents(ds.x_train[half:]), prior=other.prior)
+    rows: dict[str, dict[str, float]] = {}
+    purity = oracle_kl = None
+    for method in METHODS:
+        t = time.perf_counter()
+        try:
+            if method == "tree":
+                res = align_models(source, other, ds.x_train, seed=s)
+                purity = _leaf_purity(res.source_tree, ds.y_train[res.info["source_rows"]])
+            elif method == "oracle":
+                res = align(sa, sb, method="oracle", pairs=(za, zb))
+                oracle_kl = res.fit_kl
+            else:
+                res = align(sa, sb, method=method, seed=s)
+            sc = translation_scores(za, zb, res.transform, ds.y_test)
+            sc["poor_fit"] = float(res.poor_fit)
+        except InputError:
+            sc = {"r2": float("nan"), "top1": float("nan"), "mrr": float("nan"),
+                  "label_transfer": float("nan"), "poor_fit": 0.0}
+        rows[method] = {**sc, "seconds": time.perf_counter() - t}
+    return rows, purity, oracle_kl
+
+
+def _in_pool(fn: Any, tasks: list[tuple[Any, ...]], jobs: int) -> list[Any]:
+    """``fn(*task)`` of each task, in order; ``jobs`` > 1: that many one-thread processes."""
     if jobs <= 1:
-        return [_train_one(f, s, epochs) for f, s in wanted]
+        return [fn(*t) for t in tasks]
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
                              initializer=one_thread) as pool:
-        return list(pool.map(_train_one, *zip(*wanted, strict=True), [epochs] * len(wanted)))
+        return list(pool.map(fn, *zip(*tasks, strict=True)))
 
 
 def digits_pairs(epochs: int, seeds: int, jobs: int = 1) -> None:
     """Per seed s: coupling FlowAEs with seeds 2s and 2s+1, a continuous one with seed s.
 
     Pairs (coupling 2s -> coupling 2s+1) and (coupling 2s -> continuous s) are aligned on
-    disjoint halves of the training split and scored on the paired test split.
+    disjoint halves of the training split and scored on the paired test split. ``jobs`` > 1:
+    the models are trained, then the pairs aligned, that many at a time (one process and one
+    thread each).
     """
-    from flowtopo.data import load_dataset
-    from flowtopo.model_alignment import align_models
-
-    ds = load_dataset("digits")
     kinds = {"coupling -> coupling (seeds)": "coupling", "coupling -> continuous": "continuous"}
-    rows = {kind: {m: [] for m in METHODS} for kind in kinds}
-    nll: dict[str, list[float]] = {"coupling": [], "continuous": []}
-    train_s: dict[str, list[float]] = {"coupling": [], "continuous": []}
-    purity: list[float] = []
-    oracle_kl: list[float] = []
-
     wanted = [m for s in range(seeds) for m in (("coupling", 2 * s), ("coupling", 2 * s + 1),
                                                   ("continuous", s))]
-    trained = dict(zip(wanted, _train_all(wanted, epochs, jobs), strict=True))
-
-    def fit(flow: str, seed: int):  # noqa: ANN202
-        state, test_nll, seconds = trained[flow, seed]
-        model = _digits_model(flow, seed, ds.dim)
-        model.load_state_dict(state)
-        nll[flow].append(test_nll)
-        train_s[flow].append(seconds)
-        return model.eval()
-
-    def enc(model, x: np.ndarray) -> np.ndarray:  # noqa: ANN001
-        return model.latents(x)
-
-    half = len(ds.x_train) // 2
-    for s in range(seeds):
-        source = fit("coupling", 2 * s)
-        for kind, flow in kinds.items():
-            other = fit(flow, 2 * s + 1 if flow == "coupling" else s)
-            za, zb = enc(source, ds.x_test), enc(other, ds.x_test)
-            # each model's half, with its exact density (for the fit check of every method)
-            sa = LatentSpace(enc(source, ds.x_train[:half]), prior=source.prior)
-            sb = LatentSpace(enc(other, ds.x_train[half:]), prior=other.prior)
-            for method in METHODS:
-                t = time.perf_counter()
-                try:
-                    if method == "tree":
-                        res = align_models(source, other, ds.x_train, seed=s)
-                        purity.append(_leaf_purity(res.source_tree,
-                                                    ds.y_train[res.info["source_rows"]]))
-                    elif method == "oracle":
-                        res = align(sa, sb, method="oracle", pairs=(za, zb))
-                        oracle_kl.append(res.fit_kl)
-                    else:
-                        res = align(sa, sb, method=method, seed=s)
-                    sc = translation_scores(za, zb, res.transform, ds.y_test)
-                    sc["poor_fit"] = float(res.poor_fit)
-                except InputError:
-                    sc = {"r2": float("nan"), "top1": float("nan"), "mrr": float("nan"),
-                          "label_transfer": float("nan"), "poor_fit": 0.0}
-                rows[kind][method].append({**sc, "seconds": time.perf_counter() - t})
+    trained = dict(zip(wanted, _in_pool(_train_one, [(f, s, epochs) for f, s in wanted], jobs),
+                       strict=True))
+    tasks = [(s, flow, trained["coupling", 2 * s][0],
+              trained[flow, 2 * s + 1 if flow == "coupling" else s][0])
+             for s in range(seeds) for flow in kinds.values()]
+    done = _in_pool(_digits_align, tasks, jobs)
+    rows: dict[str, dict[str, list[dict[str, float]]]] = {
+        kind: {m: [] for m in METHODS} for kind in kinds}
+    for (_, flow, _, _), (scores, _, _) in zip(tasks, done, strict=True):
+        kind = next(k for k, f in kinds.items() if f == flow)
+        for m in METHODS:
+            rows[kind][m].append(scores[m])
+    purity = [p for _, p, _ in done if p is not None]
+    oracle_kl = [kl for _, _, kl in done if kl is not None]
     print(f"label purity of the source model's leaves (mass-weighted share of the majority "
           f"digit; 0.1 = no class structure): median {np.median(purity):.2f}")
     print(f"fit KL of the supervised oracle's map (symmetric KL between the mapped source and "
           f"the target latents, nats; ~0 when an affine map relates the two distributions): "
           f"median {np.median(oracle_kl):.1f}")
-    for flow in nll:
-        print(f"{flow} FlowAEs: median test NLL {np.median(nll[flow]):.3f} nats/dim, "
-              f"median training {np.median(train_s[flow]):.0f} s ({len(nll[flow])} models)")
+    for flow in ("coupling", "continuous"):
+        got = [trained[m] for m in wanted if m[0] == flow]
+        print(f"{flow} FlowAEs: median test NLL {np.median([r[1] for r in got]):.3f} nats/dim, "
+              f"median training {np.median([r[2] for r in got]):.0f} s ({len(got)} models)")
     for kind in kinds:
         print(f"\n### {kind}, median over {seeds} seeds")
         table(rows[kind])
@@ -272,8 +283,8 @@ def main() -> None:
         print(f"\n## trained FlowAE pairs on digits (k={DIGITS_K}, prior {DIGITS_PRIOR}, MLE "
               f"{args.epochs} epochs, disjoint halves)")
         if args.jobs > 1:
-            print(f"(FlowAEs trained {args.jobs} at a time, one thread each: training seconds "
-                  "are one thread's)")
+            print(f"(FlowAEs trained and pairs aligned {args.jobs} at a time, one thread "
+                  "each: training and alignment seconds are one thread's)")
         digits_pairs(args.epochs, seeds, args.jobs)
     if "scaling" in parts:
         scaling([1000, 10000] if args.quick else [1000, 10000, 100000])
