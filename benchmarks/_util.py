@@ -6,7 +6,7 @@ import atexit
 import platform
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -39,6 +39,24 @@ def one_thread() -> None:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(1)
     threadpool_limits(1)
+
+
+def in_processes(fn: Callable[..., Any], tasks: Sequence[tuple[Any, ...]], jobs: int
+                 ) -> Iterator[Any]:
+    """``fn(*task)`` of each task, yielded in the tasks' order.
+
+    ``jobs`` > 1: in that many spawned processes with `one_thread` (``fn`` must be a module-level
+    function, its tasks picklable); else one after another in this process, on its threads.
+    """
+    if jobs <= 1:
+        yield from (fn(*task) for task in tasks)
+        return
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
+                             initializer=one_thread) as pool:
+        yield from pool.map(fn, *zip(*tasks, strict=True))
 
 
 def time_interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int = 3, *,

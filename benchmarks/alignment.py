@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._util import header, one_thread
+from benchmarks._util import header, in_processes
 from flowtopo.data import warped_pair
 from flowtopo.errors import InputError
 from flowtopo.matching import LatentSpace, align
@@ -69,15 +69,7 @@ def synthetic_seed(setting: str, seed: int) -> dict[str, dict[str, float]]:
 def synthetic_rows(seeds: int, jobs: int) -> dict[str, list[dict[str, dict[str, float]]]]:
     """`synthetic_seed` of every setting and seed (in ``jobs`` processes when > 1)."""
     tasks = [(name, seed) for name in SETTINGS for seed in range(seeds)]
-    if jobs <= 1:
-        done = [synthetic_seed(*t) for t in tasks]
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=one_thread) as pool:
-            done = list(pool.map(synthetic_seed, *zip(*tasks, strict=True)))
+    done = list(in_processes(synthetic_seed, tasks, jobs))
     out: dict[str, list[dict[str, dict[str, float]]]] = {name: [] for name in SETTINGS}
     for (name, _), rows in zip(tasks, done, strict=True):
         out[name].append(rows)
@@ -184,18 +176,6 @@ def _digits_align(s: int, flow: str, source_state: dict[str, Any],
     return rows, purity, oracle_kl
 
 
-def _in_pool(fn: Any, tasks: list[tuple[Any, ...]], jobs: int) -> list[Any]:
-    """``fn(*task)`` of each task, in order; ``jobs`` > 1: that many one-thread processes."""
-    if jobs <= 1:
-        return [fn(*t) for t in tasks]
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=one_thread) as pool:
-        return list(pool.map(fn, *zip(*tasks, strict=True)))
-
-
 def digits_pairs(epochs: int, seeds: int, jobs: int = 1) -> None:
     """Per seed s: coupling FlowAEs with seeds 2s and 2s+1, a continuous one with seed s.
 
@@ -207,16 +187,15 @@ def digits_pairs(epochs: int, seeds: int, jobs: int = 1) -> None:
     kinds = {"coupling -> coupling (seeds)": "coupling", "coupling -> continuous": "continuous"}
     wanted = [m for s in range(seeds) for m in (("coupling", 2 * s), ("coupling", 2 * s + 1),
                                                   ("continuous", s))]
-    trained = dict(zip(wanted, _in_pool(_train_one, [(f, s, epochs) for f, s in wanted], jobs),
-                       strict=True))
-    tasks = [(s, flow, trained["coupling", 2 * s][0],
-              trained[flow, 2 * s + 1 if flow == "coupling" else s][0])
-             for s in range(seeds) for flow in kinds.values()]
-    done = _in_pool(_digits_align, tasks, jobs)
+    got = in_processes(_train_one, [(f, s, epochs) for f, s in wanted], jobs)
+    trained = dict(zip(wanted, got, strict=True))
+    pairs = [(kind, (s, flow, trained["coupling", 2 * s][0],
+                     trained[flow, 2 * s + 1 if flow == "coupling" else s][0]))
+             for s in range(seeds) for kind, flow in kinds.items()]
+    done = list(in_processes(_digits_align, [task for _, task in pairs], jobs))
     rows: dict[str, dict[str, list[dict[str, float]]]] = {
         kind: {m: [] for m in METHODS} for kind in kinds}
-    for (_, flow, _, _), (scores, _, _) in zip(tasks, done, strict=True):
-        kind = next(k for k, f in kinds.items() if f == flow)
+    for (kind, _), (scores, _, _) in zip(pairs, done, strict=True):
         for m in METHODS:
             rows[kind][m].append(scores[m])
     purity = [p for _, p, _ in done if p is not None]
@@ -227,9 +206,9 @@ def digits_pairs(epochs: int, seeds: int, jobs: int = 1) -> None:
           f"the target latents, nats; ~0 when an affine map relates the two distributions): "
           f"median {np.median(oracle_kl):.1f}")
     for flow in ("coupling", "continuous"):
-        got = [trained[m] for m in wanted if m[0] == flow]
-        print(f"{flow} FlowAEs: median test NLL {np.median([r[1] for r in got]):.3f} nats/dim, "
-              f"median training {np.median([r[2] for r in got]):.0f} s ({len(got)} models)")
+        models = [trained[m] for m in wanted if m[0] == flow]
+        print(f"{flow} FlowAEs: median test NLL {np.median([r[1] for r in models]):.3f} nats/dim, "
+              f"median training {np.median([r[2] for r in models]):.0f} s ({len(models)} models)")
     for kind in kinds:
         print(f"\n### {kind}, median over {seeds} seeds")
         table(rows[kind])

@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from benchmarks._util import header, one_thread
+from benchmarks._util import header, in_processes
 
 if TYPE_CHECKING:
     from flowtopo.model import FlowAE
@@ -66,15 +66,7 @@ def train_models(n: int, jobs: int = 1) -> tuple[list, object]:
     """Models of seeds 0..n-1 (untimed; ``jobs`` > 1: that many processes, one thread each)."""
     from flowtopo.data import load_dataset
 
-    if jobs <= 1:
-        states = [_train_one(seed) for seed in range(n)]
-    else:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=one_thread) as pool:
-            states = list(pool.map(_train_one, range(n)))
+    states = in_processes(_train_one, [(seed,) for seed in range(n)], jobs)
     models = []
     for state in states:
         m = _model()

@@ -68,6 +68,9 @@ def main() -> None:
                             lambda u=u, n=n: HDBSCAN(min_cluster_size=max(5, n // 100),
                                                        min_samples=15, copy=True).fit(u).labels_,
                             labels))
+        else:
+            rows.append((f"scikit-learn HDBSCAN: not run (n > --hdbscan-max {args.hdbscan_max})",
+                         float("nan"), 0, float("nan")))
         if n <= args.hdbscan_default_max:
             rows.append(run("scikit-learn HDBSCAN (min_samples=min_cluster_size=1% of n: "
                             "its default)",
@@ -76,6 +79,9 @@ def main() -> None:
                             labels))
         t_tomato = rows[1][1]
         for name, sec, n_clusters, ari in rows:
+            if np.isnan(sec):  # not run
+                print(f"| {n} | {name} | - | - | - | - |")
+                continue
             print(f"| {n} | {name} | {sec:.2f} | {sec / t_tomato:.2f}x | {n_clusters} | "
                   f"{ari:.4f} |")
 

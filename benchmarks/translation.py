@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks._util import header, one_thread
+from benchmarks._util import header, in_processes
 from flowtopo.errors import InputError
 
 HIER = {"n": 3000, "dim": 12, "k": 3, "shape": [[1, 1], [1, 1, 1], [1, 1, 1]], "seed": 3,
@@ -249,16 +249,7 @@ def one_pair(spec: tuple[str, dict[str, Any], str, str, int, int], i: int, seeds
 def pairs_in_order(pairs: list[tuple[str, dict[str, Any], str, str, int, int]], seeds: int,
                    jobs: int) -> Any:
     """`one_pair` of each pair, yielded in order; ``jobs`` > 1: that many spawned processes."""
-    if jobs <= 1:
-        for i, spec in enumerate(pairs):
-            yield one_pair(spec, i, seeds)
-        return
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"),
-                             initializer=one_thread) as pool:
-        yield from pool.map(one_pair, pairs, range(len(pairs)), [seeds] * len(pairs))
+    return in_processes(one_pair, [(spec, i, seeds) for i, spec in enumerate(pairs)], jobs)
 
 
 def main() -> None:
