@@ -418,6 +418,23 @@ def test_without_a_match_the_report_draws_the_two_best_runs_of_the_best_family(
     assert closed == ["before", "drawn"]
 
 
+def test_the_reports_own_process_leaves_every_picture_to_its_worker(swept, tmp_path):
+    """matplotlib (0.7 s to import) and the two pictures of the experiment (1.5 s at 1,000
+    runs) run in the worker while this process reads MLflow (issue 18, item 1)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from flowtopo.pipeline.report import build_report; "
+            f"build_report('pipe', {str(tmp_path)!r}, tracking_uri={swept['uri']!r}); "
+            "print([m for m in sys.modules if m.split('.')[0] == 'matplotlib'][:3])")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip().splitlines()[-1] == "[]"
+    for name in ("loss-curves.png", "families.png"):
+        assert (tmp_path / "img" / name).read_bytes()[:4] == b"\x89PNG"
+
+
 def test_report_of_an_unknown_experiment_is_exit_2(swept, tmp_path):
     res = cli("report", "--experiment", "nope", "--tracking-uri", swept["uri"], "--out",
               str(tmp_path))

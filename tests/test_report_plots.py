@@ -39,8 +39,8 @@ def test_training_curves_show_train_and_validation_references_best_epochs_and_lo
     c2st = panel(fig, "two-sample accuracy")
     assert any(set(np.atleast_1d(line.get_ydata())) == {0.5} for line in c2st.lines)
     # one best-epoch dot per run on the validation curve, at epoch 12
-    dots = [line for line in adv.lines if line.get_marker() == "o" and len(line.get_xdata())]
-    assert len(dots) == 2 and all(list(d.get_xdata()) == [12] for d in dots)
+    dots = [x for line in adv.lines if line.get_marker() == "o" for x in line.get_xdata()]
+    assert dots == [12, 12]
     # recon spans four decades: log axis; the NLL does not
     assert panel(fig, "reconstruction MSE").get_yscale() == "log"
     assert panel(fig, "NLL (nats/dim)").get_yscale() == "linear"
@@ -49,6 +49,24 @@ def test_training_curves_show_train_and_validation_references_best_epochs_and_lo
         assert {"gmm", "gaussian", "validation", "best epoch"} <= set(labels)
     assert "log 2: the discriminator cannot tell" in [
         t.get_text() for t in adv.get_legend().get_texts()]
+
+
+def test_the_curves_are_one_line_per_family_and_style_broken_between_runs():
+    """Before: one artist per run and curve, and the legend's "best" place tested each of
+    them (2 s of the report's 10 s at 60 runs); every run is still drawn, and its dot."""
+    runs = histories() + [dict(h, best_epoch=5) for h in histories()]  # 2 runs per family
+    adv = panel(loss_curves_figure(runs), "adversarial loss -log D(z)")
+    curves = [line for line in adv.lines if line.get_marker() in ("None", "", None)
+              and len(line.get_xdata()) > 1 and len(set(line.get_ydata())) > 1]
+    assert sorted((line.get_color(), line.get_linestyle()) for line in curves) == sorted(
+        {(line.get_color(), line.get_linestyle()) for line in curves})  # one per pair
+    assert len(curves) == 4  # 2 families x (train, validation)
+    for line in curves:  # two runs each, apart by one NaN
+        y = np.asarray(line.get_ydata(), float)
+        assert np.isnan(y).sum() == 1 and len(y) == 2 * 20 + 1
+    dots = [line for line in adv.lines if line.get_marker() == "o"]
+    xs = sorted(x for d in dots for x in d.get_xdata())
+    assert xs == [5, 5, 12, 12]  # each run's best epoch
 
 
 def test_the_family_comparison_has_legends_and_reference_lines():
@@ -122,3 +140,25 @@ def test_curves_fetched_at_once_stay_with_their_own_run():
     assert [h["best_epoch"] for h in got] == list(range(30))
     assert all(h["metrics"] == {"val_nll": [(1, float(f"{i}.1")), (2, float(f"{i}.2"))],
                                 "val_c2st": []} for i, h in enumerate(got))
+
+
+def test_past_its_limit_the_report_draws_each_familys_best_curves_not_the_newest():
+    """Before: the first 60 runs MLflow returned (the newest), whatever their fit."""
+    from types import SimpleNamespace as NS
+
+    from flowtopo.pipeline.best import rank_runs
+    from flowtopo.pipeline.report import _curve_runs
+
+    def run(i, fam, loss, status="FINISHED"):
+        return NS(info=NS(run_id=f"r{i}", status=status), data=NS(
+            tags={"family": fam}, params={}, metrics={"best_adv_loss": loss}))
+
+    # newest first, as MLflow returns them; the newest are the worst of each family
+    runs = [run(i, ("gmm", "torus")[i % 2], 1.0 - i / 100) for i in range(20)]
+    runs.insert(0, run(99, "gmm", 0.0, status="FAILED"))
+    ranked = rank_runs(runs, top=len(runs))
+    everything, per = _curve_runs(runs, ranked, most=len(runs))
+    assert everything == runs and per is None  # at most the limit: every run, failed too
+    got, per = _curve_runs(runs, ranked, most=6)
+    assert per == 3
+    assert [r.info.run_id for r in got] == ["r19", "r17", "r15", "r18", "r16", "r14"]

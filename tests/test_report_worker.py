@@ -7,7 +7,7 @@ import signal
 import pytest
 
 from flowtopo.errors import InputError
-from flowtopo.pipeline import report
+from flowtopo.pipeline import report, report_plots
 from flowtopo.pipeline.report_worker import ModelWorker
 
 
@@ -54,3 +54,40 @@ def test_a_worker_that_stops_answering_is_killed_and_the_parent_draws(tmp_path, 
         got = worker.sections(wait_s=1.0)
         assert not proc.is_alive() and proc.exitcode == -signal.SIGKILL
     assert drawn == ["a"] and [s["name"] for s in got] == ["a"]
+
+
+ROWS = [{"group": g, "best_adv_loss": v, "best_nll": 2.0 + v, "best_c2st": 0.6}
+        for g, v in (("gmm", 0.7), ("torus", 0.9))]
+CURVES = [{"family": "gmm", "best_epoch": 2, "metrics": {
+    "adv_g_loss": [(1, 1.0), (2, 0.8)], "val_adv_loss": [(1, 1.1), (2, 0.9)]}}]
+
+
+def test_the_experiments_pictures_are_drawn_by_the_worker_in_order(tmp_path, monkeypatch):
+    monkeypatch.setattr(report_plots, "plot_families", lambda *a: pytest.fail("drawn here"))
+    monkeypatch.setattr(report_plots, "plot_loss_curves", lambda *a: pytest.fail("drawn here"))
+    with ModelWorker() as worker:
+        fam = worker.submit("families", ROWS, tmp_path / "families.png")
+        cur = worker.submit("loss_curves", CURVES, tmp_path / "curves.png")
+        assert worker.result(cur) == tmp_path / "curves.png"  # waits for both, in order
+        assert worker.result(fam) == tmp_path / "families.png"
+    for name in ("families.png", "curves.png"):
+        assert (tmp_path / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_jobs_the_worker_has_not_answered_when_it_dies_are_done_here(tmp_path, monkeypatch):
+    drawn = []
+    monkeypatch.setattr(report_plots, "plot_loss_curves",
+                        lambda h, path: drawn.append(path) or path)
+    with ModelWorker() as worker:
+        fam = worker.submit("families", ROWS, tmp_path / "families.png")
+        assert worker.result(fam) == tmp_path / "families.png" and drawn == []
+        worker._proc.kill()
+        cur = worker.submit("loss_curves", CURVES, tmp_path / "curves.png")
+        assert worker.result(cur) == tmp_path / "curves.png"
+        assert worker.result(fam) == tmp_path / "families.png"  # kept: not drawn again
+    assert drawn == [tmp_path / "curves.png"]
+
+
+def test_an_unknown_job_is_refused():
+    with ModelWorker() as worker, pytest.raises(ValueError, match="unknown report job"):
+        worker.submit("everything")

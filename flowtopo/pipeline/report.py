@@ -55,7 +55,9 @@ run</th><th class="l">run</th></tr>
 
 <h2>Training curves</h2>
 <p class="note">Train (solid) and validation (dashed) per run, coloured by family; dots mark
-each run's best epoch; dotted lines are the references (log 2, 0.5).</p>
+each run's best epoch; dotted lines are the references (log 2, 0.5).
+{%- if curves_per %} {{ n_curves }} of the {{ n_trials }} runs: the {{ curves_per }} best
+finished runs of each family (smallest best_adv_loss).{% endif %}</p>
 <img src="{{ img.curves }}" alt="loss curves">
 
 <h2>Pairwise matching</h2>
@@ -138,11 +140,13 @@ def _build(experiment: str, out: Path, tracking_uri: str | None, max_curves: int
     to the worker before the one query that reads every trial run (~2.5 s at 1,000 runs), so
     the worker draws while this process reads. The ranking of that full list decides; where it
     chose other models than the small queries (ties, a metric missing), they are drawn here.
+    The two pictures of the whole experiment are sent to the worker too, each as soon as what
+    it shows is read: this process imports no matplotlib unless the worker is gone.
     """
     import jinja2
 
     from flowtopo.pipeline.best import rank_runs, trial_runs
-    from flowtopo.pipeline.report_plots import CURVE_METRICS, plot_families, plot_loss_curves
+    from flowtopo.pipeline.report_plots import CURVE_METRICS
     from flowtopo.tracking import find_experiment, mlflow_client, resolve_tracking_uri
 
     uri = resolve_tracking_uri(tracking_uri)
@@ -175,23 +179,43 @@ def _build(experiment: str, out: Path, tracking_uri: str | None, max_curves: int
         if chosen != [r.info.run_id for r in guess]:
             redraw = [client.get_run(rid) for rid in chosen]
             worker.close()  # its models are not the ones drawn: its core is this process's
-    histories = _histories(client, trials[:max_curves], CURVE_METRICS)
-    pictures: dict[str, str | None] = {
-        "curves": _rel(plot_loss_curves(histories, img / "loss-curves.png"), out),
-        "families": _rel(plot_families(all_rows, img / "families.png"), out),
-        "matrix": None if match is None else match.pop("matrix_local", None)}
+    families_png = worker.submit("families", all_rows, img / "families.png")
+    curve_runs, curves_per = _curve_runs(trials, all_rows, max_curves)
+    histories = _histories(client, curve_runs, CURVE_METRICS)  # drawn there meanwhile
+    curves_png = worker.submit("loss_curves", histories, img / "loss-curves.png")
     if redraw is not None:  # the full ranking chose other models: drawn here
         models = [_model_section(*args) for args in _models_in(uri, redraw, img, out, tmp)]
     else:
         models = worker.sections()
+    pictures: dict[str, str | None] = {
+        "curves": _rel(worker.result(curves_png), out),
+        "families": _rel(worker.result(families_png), out),
+        "matrix": None if match is None else match.pop("matrix_local", None)}
     methods = list(match["mean_r2"]) if match else []
     html = jinja2.Environment(autoescape=True).from_string(TEMPLATE).render(
         experiment=experiment, tracking_uri=uri, n_trials=len(trials), families=families,
+        n_curves=len(curve_runs), curves_per=curves_per,
         winners=winners,
         img=pictures, match=match, methods=methods, models=models, fmt=_fmt)
     page = out / "index.html"
     page.write_text(html)
     return page
+
+
+def _curve_runs(trials: list[Any], ranked: list[dict[str, Any]], most: int
+                ) -> tuple[list[Any], int | None]:
+    """The runs whose training curves the report draws, and how many of each family.
+
+    Every trial run when there are at most ``most``; else the best of each family in
+    ``ranked``'s order (`rank_runs` over every run), as many of each as ``most`` allows, and
+    that number (None when every run is drawn). Before, the first ``most`` runs MLflow
+    returned were drawn: the newest, whatever their fit, with nothing said.
+    """
+    if len(trials) <= most:
+        return trials, None
+    by_id = {r.info.run_id: r for r in trials}
+    per = max(1, most // max(1, len({row["group"] for row in ranked})))
+    return [by_id[row["run_id"]] for row in ranked if row["rank"] <= per][:most], per
 
 
 def _section_runs(client: Any, exp_id: str, match: dict[str, Any] | None) -> list[Any]:
