@@ -9,9 +9,10 @@ sent, and then the experiment's two pictures (the training curves, the family co
 sent as soon as the parent has read what they show: the parent never imports matplotlib, and
 the worker draws them with its fonts already loaded. At 1,000 runs the worker took
 `flowtopo report` to 0.70x its time (side by side; 9.0-11.3 s against 12.0-17.8 s, as fast as
-the shared machine ran at the time), and the two pictures in it, with the curves drawn as one
-line per family (`report_plots._polyline`), to 0.8x again (benchmarks/sweep.py,
-docs/benchmarks.md).
+the shared machine ran at the time); the two pictures in it (the curves drawn as one line per
+family, `report_plots._polyline`) and the console script's exit without collections
+(`flowtopo.cli.exit_without_collecting`) took it to 0.85x again (side by side; 10.1 s median
+against 11.9 s: docs/benchmarks.md).
 
 Written by hand (one process, one pipe): ``multiprocessing.Pool`` restarts a worker that dies
 while starting without end (a hang, e.g. when the parent runs a script from stdin, which a
@@ -53,11 +54,7 @@ def _job(name: str, args: tuple[Any, ...]) -> Any:
         return [_model_section(*a) for a in args[0]]
     from flowtopo.pipeline.report_plots import plot_families, plot_loss_curves
 
-    if name == "loss_curves":
-        return plot_loss_curves(*args)
-    if name == "families":
-        return plot_families(*args)
-    raise ValueError(f"unknown report job {name!r} (one of {', '.join(JOBS)})")
+    return {"loss_curves": plot_loss_curves, "families": plot_families}[name](*args)
 
 
 class ModelWorker:
